@@ -1,0 +1,58 @@
+"""The `finsae` command. Each verb lives beside the code it drives: a module in COMMANDS has
+``register(subparsers)`` adding its sub-command(s), with ``func(args) -> int`` set as default.
+Modules are imported only when their verb runs, so `finsae --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .data.errors import DataError
+
+#: verb -> (module providing register(), one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("finsae.data.cli", "validate inputs and print coverage"),
+}
+
+
+def common_inputs(p: argparse.ArgumentParser) -> None:
+    """--companies / --prices / --json, shared by every verb that reads the universe."""
+    p.add_argument("--companies", metavar="PATH", default=None,
+                   help="companies CSV (ticker, description, optional name, sic, gics_*); "
+                        "default: the bundled table")
+    p.add_argument("--prices", metavar="PATH", default=None,
+                   help="daily adjusted close, CSV or parquet, wide (date x ticker) or long "
+                        "(date,ticker,close); default: the bundled 1999-2021 series")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finsae", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    argv = sys.argv[1:] if argv is None else argv
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_) in COMMANDS.items():
+        if name == verb:
+            importlib.import_module(module).register(sub)
+        else:
+            sub.add_parser(name, help=help_, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.verb is None else 2
+    try:
+        return int(args.func(args) or 0)
+    except DataError as e:
+        print(f"finsae: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

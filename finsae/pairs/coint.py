@@ -1,0 +1,277 @@
+"""Engle-Granger cointegration for many pairs at once, plus half-life and Hurst filters.
+
+`engle_granger(y, x)` tests every column pair ``(y[:, p], x[:, p])`` in one batch and returns
+the same numbers as ``statsmodels.tsa.stattools.coint(y[:, p], x[:, p], trend="c", ...)``:
+
+1. Cointegrating regression, OLS with a constant: ``y = alpha + beta * x + e`` (closed form,
+   vectorised over pairs).
+2. ADF regression on the residual without deterministic terms (statsmodels' ``regression="n"``,
+   as in MacKinnon 2010 and Stata's ``egranger``)::
+
+       de_t = rho * e_t + g_1 de_{t-1} + ... + g_L de_{t-L} + u_t,    de_t = e_{t+1} - e_t
+
+   solved for all pairs at once by the normal equations on stacked lag matrices (a batched
+   ``(P, L+1, L+1)`` solve). The statistic is the t-value of ``rho``.
+3. p-value: MacKinnon (1994, 2010) response surface for cointegration tests with N = 2 series
+   and a constant (``mackinnonp(stat, regression="c", N=2)``), evaluated vectorised from
+   statsmodels' own coefficient tables (tested equal to ``mackinnonp``); critical values from
+   ``mackinnoncrit(N=2, regression="c", nobs=T - 1)`` exactly as ``coint`` does.
+
+Lag selection (the ``lags`` argument):
+
+* an int ``L``: a fixed lag, equal to ``coint(..., maxlag=L, autolag=None)``;
+* ``"aic"`` or ``"bic"``: statsmodels' rule. Every lag 0..``maxlag`` is fitted on the same
+  sample (the last ``T - 1 - maxlag`` differences), the lag with the smallest criterion wins
+  (ties go to the shorter lag), and the statistic is then recomputed at that lag on its own,
+  longer sample. Equal to ``coint(..., maxlag=maxlag, autolag="aic")``.
+  ``maxlag=None`` uses statsmodels' default ``ceil(12 (T/100)^(1/4))`` (Schwert), capped at
+  ``T // 2 - 1``.
+
+As in ``coint``, a pair whose regression R^2 is within ``100 * sqrt(eps)`` of 1 (collinear
+series) gets statistic ``-inf`` and p-value 0.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy.stats import norm
+from statsmodels.tsa import adfvalues
+from statsmodels.tsa.adfvalues import mackinnoncrit
+
+SQRTEPS = np.sqrt(np.finfo(np.float64).eps)
+
+
+class EngleGrangerResult(NamedTuple):
+    """Batched Engle-Granger results, one entry per pair (y regressed on x).
+
+    statistic: ADF t-statistic of the residual's lagged level (more negative = stronger).
+    pvalue: MacKinnon asymptotic p-value (H0: no cointegration).
+    lags: number of lagged differences used in the ADF regression.
+    nobs: observations in the ADF regression (T - 1 - lags).
+    beta, alpha: hedge ratio and intercept of the OLS ``y = alpha + beta x``.
+    rsquared: R^2 of that regression.
+    critical_values: 1%, 5%, 10% critical values (shape (3,)), same for every pair.
+    """
+
+    statistic: np.ndarray
+    pvalue: np.ndarray
+    lags: np.ndarray
+    nobs: np.ndarray
+    beta: np.ndarray
+    alpha: np.ndarray
+    rsquared: np.ndarray
+    critical_values: np.ndarray
+
+
+def default_maxlag(nobs: int) -> int:
+    """statsmodels' default maximum ADF lag for a series of `nobs` points (Schwert 1989)."""
+    return int(min(nobs // 2 - 1, np.ceil(12.0 * np.power(nobs / 100.0, 0.25))))
+
+
+def mackinnon_pvalue(stat, regression: str = "c", N: int = 2) -> np.ndarray:
+    """Vectorised ``statsmodels.tsa.adfvalues.mackinnonp`` (same tables, same branches)."""
+    stat = np.asarray(stat, dtype=float)
+    maxstat = adfvalues._tau_maxs[regression][N - 1]
+    minstat = adfvalues._tau_mins[regression][N - 1]
+    starstat = adfvalues._tau_stars[regression][N - 1]
+    small = np.asarray(adfvalues._tau_smallps[regression][N - 1], dtype=float)
+    large = np.asarray(adfvalues._tau_largeps[regression][N - 1], dtype=float)
+    s = np.where(np.isfinite(stat), stat, 0.0)
+    p_small = norm.cdf(np.polynomial.polynomial.polyval(s, small))
+    p_large = norm.cdf(np.polynomial.polynomial.polyval(s, large))
+    p = np.where(s <= starstat, p_small, p_large)
+    p = np.where(stat > maxstat, 1.0, np.where(stat < minstat, 0.0, p))
+    return np.where(np.isnan(stat), np.nan, p)
+
+
+def _as_2d(a, name: str) -> np.ndarray:
+    a = np.asarray(a, dtype=float)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 1-D (T,) or 2-D (T, pairs), got shape {a.shape}")
+    return a
+
+
+def ols_hedge(y, x):
+    """OLS ``y = alpha + beta x + e`` column by column. Returns (beta, alpha, resid, rsquared)."""
+    y, x = _as_2d(y, "y"), _as_2d(x, "x")
+    xm, ym = x.mean(0), y.mean(0)
+    xc, yc = x - xm, y - ym
+    sxx = np.einsum("tp,tp->p", xc, xc)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        beta = np.einsum("tp,tp->p", xc, yc) / sxx
+        resid = yc - beta * xc
+        r2 = 1.0 - np.einsum("tp,tp->p", resid, resid) / np.einsum("tp,tp->p", yc, yc)
+    return beta, ym - beta * xm, resid, r2
+
+
+def _design(e: np.ndarray, de: np.ndarray, start: int, lags: int):
+    """ADF regressors for differences de[start:] : (P, n, lags+1) and target (P, n)."""
+    T1 = de.shape[0]
+    cols = [e[start:T1]] + [de[start - j:T1 - j] for j in range(1, lags + 1)]
+    Z = np.stack(cols, axis=-1).transpose(1, 0, 2)  # (P, n, K)
+    return Z, de[start:].T
+
+
+def _solve(G: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Batched solve; a singular system gives NaN for that pair only."""
+    try:
+        return np.linalg.solve(G, rhs)
+    except np.linalg.LinAlgError:
+        sol = np.full(rhs.shape, np.nan)
+        for i in range(len(G)):
+            try:
+                sol[i] = np.linalg.solve(G[i], rhs[i])
+            except np.linalg.LinAlgError:
+                pass
+        return sol
+
+
+def _ols_batch(Z: np.ndarray, d: np.ndarray):
+    """Batched OLS without constant: coefficients, SSR and the t-value of the first column."""
+    G = np.matmul(Z.transpose(0, 2, 1), Z)
+    b = np.matmul(Z.transpose(0, 2, 1), d[..., None])
+    K = Z.shape[-1]
+    e0 = np.zeros((1, K, 1))
+    e0[0, 0, 0] = 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sol = _solve(G, np.concatenate([b, np.broadcast_to(e0, b.shape)], axis=-1))
+        coef, g00 = sol[..., 0], sol[:, 0, 1]
+        resid = d - np.matmul(Z, coef[..., None])[..., 0]
+        ssr = np.einsum("pn,pn->p", resid, resid)
+        n = Z.shape[1]
+        tval = coef[:, 0] / np.sqrt(ssr / (n - K) * g00)
+    return coef, ssr, tval
+
+
+def _adf_fixed(e, de, lags_per_pair: np.ndarray, chunk: int) -> np.ndarray:
+    stat = np.full(e.shape[1], np.nan)
+    for L in np.unique(lags_per_pair):
+        idx = np.flatnonzero(lags_per_pair == L)
+        for s in range(0, len(idx), chunk):
+            j = idx[s:s + chunk]
+            Z, d = _design(e[:, j], de[:, j], int(L), int(L))
+            stat[j] = _ols_batch(Z, d)[2]
+    return stat
+
+
+def _adf_select(e, de, maxlag: int, ic: str, chunk: int) -> np.ndarray:
+    """Lag with the smallest information criterion, all lags on the common sample."""
+    P = e.shape[1]
+    best = np.zeros(P, dtype=int)
+    for s in range(0, P, chunk):
+        Z, d = _design(e[:, s:s + chunk], de[:, s:s + chunk], maxlag, maxlag)
+        n = Z.shape[1]
+        Zt = Z.transpose(0, 2, 1)
+        G = np.matmul(Zt, Z)
+        b = np.matmul(Zt, d[..., None])[..., 0]
+        dd = np.einsum("pn,pn->p", d, d)
+        crit = np.empty((Z.shape[0], maxlag + 1))
+        for L in range(maxlag + 1):
+            # nested models share the sample: slice the Gram matrix; SSR = d'd - b'coef
+            with np.errstate(invalid="ignore", divide="ignore"):
+                coef = _solve(G[:, :L + 1, :L + 1], b[:, :L + 1, None])[..., 0]
+                ssr = dd - np.einsum("pk,pk->p", b[:, :L + 1], coef)
+                llf = -n / 2.0 * (np.log(2 * np.pi) + np.log(ssr / n) + 1.0)
+            k = L + 1
+            crit[:, L] = -2.0 * llf + (2.0 * k if ic == "aic" else np.log(n) * k)
+        crit = np.where(np.isnan(crit), np.inf, crit)
+        best[s:s + chunk] = np.argmin(crit, axis=1)  # first minimum = shortest lag on ties
+    return best
+
+
+def engle_granger(y, x, lags: int | str = "aic", maxlag: int | None = None,
+                  chunk: int = 512) -> EngleGrangerResult:
+    """Engle-Granger test of every pair of columns ``(y[:, p], x[:, p])`` (y on x).
+
+    y, x: arrays (T,) or (T, P) of prices (levels, usually not logs), no NaN.
+    lags: an int for a fixed ADF lag, or "aic" / "bic" to select 0..maxlag as statsmodels does
+        (see the module docstring).
+    maxlag: the largest lag searched when `lags` is a criterion; None = statsmodels' default.
+    chunk: pairs per batched solve (memory: chunk * T * (maxlag + 1) floats).
+
+    Swap y and x for the other ordering; `engle_granger_both` does both.
+    """
+    y, x = _as_2d(y, "y"), _as_2d(x, "x")
+    if y.shape != x.shape:
+        raise ValueError(f"y and x must have the same shape, got {y.shape} and {x.shape}")
+    if not (np.isfinite(y).all() and np.isfinite(x).all()):
+        raise ValueError("y and x must be finite (no NaN): select windows with full prices")
+    T, P = y.shape
+    top = T // 2 - 1
+    if isinstance(lags, str):
+        ic = lags.lower()
+        if ic not in ("aic", "bic"):
+            raise ValueError(f"lags must be an int, 'aic' or 'bic', not {lags!r}")
+        maxlag = default_maxlag(T) if maxlag is None else int(maxlag)
+    else:
+        ic, maxlag = None, int(lags)
+    if maxlag < 0 or maxlag > top:
+        raise ValueError(f"ADF lag {maxlag} must be between 0 and T // 2 - 1 = {top} (T = {T})")
+    beta, alpha, e, r2 = ols_hedge(y, x)
+    de = np.diff(e, axis=0)
+    used = np.full(P, maxlag, dtype=int) if ic is None else _adf_select(e, de, maxlag, ic, chunk)
+    stat = _adf_fixed(e, de, used, chunk)
+    collinear = r2 >= 1 - 100 * SQRTEPS
+    stat = np.where(collinear, -np.inf, stat)
+    const = ~np.isfinite(beta) | (np.ptp(e, axis=0) == 0) & ~collinear
+    stat = np.where(const, np.nan, stat)
+    pval = mackinnon_pvalue(stat, "c", 2)
+    crit = np.asarray(mackinnoncrit(N=2, regression="c", nobs=T - 1), dtype=float)
+    return EngleGrangerResult(stat, pval, used, T - 1 - used, beta, alpha, r2, crit)
+
+
+class BothOrderings(NamedTuple):
+    """The stronger of the two orderings per pair. `y_first` is True where ``y`` on ``x`` won
+    (the fields then describe that regression), False where ``x`` on ``y`` won."""
+
+    y_first: np.ndarray
+    result: EngleGrangerResult
+    yx: EngleGrangerResult
+    xy: EngleGrangerResult
+
+
+def engle_granger_both(a, b, lags: int | str = "aic", maxlag: int | None = None,
+                       chunk: int = 512) -> BothOrderings:
+    """Test ``a`` on ``b`` and ``b`` on ``a``; keep the ordering with the lower p-value (ties:
+    the more negative statistic). The result depends on the ordering (Engle-Granger is not
+    symmetric), so both are tried, as practice recommends; note this is a choice of two tests."""
+    ab = engle_granger(a, b, lags, maxlag, chunk)
+    ba = engle_granger(b, a, lags, maxlag, chunk)
+    pa, pb = np.nan_to_num(ab.pvalue, nan=2.0), np.nan_to_num(ba.pvalue, nan=2.0)
+    sa = np.nan_to_num(ab.statistic, nan=np.inf)
+    sb = np.nan_to_num(ba.statistic, nan=np.inf)
+    first = (pa < pb) | ((pa == pb) & (sa <= sb))
+    merged = EngleGrangerResult(*(np.where(first, f1, f2) for f1, f2 in zip(ab[:-1], ba[:-1])),
+                                critical_values=ab.critical_values)
+    return BothOrderings(first, merged, ab, ba)
+
+
+def half_life(spread) -> np.ndarray:
+    """Mean-reversion half-life in days from the AR(1) fit ``ds_t = a + b s_{t-1} + u_t``:
+    ``-ln 2 / ln(1 + b)``; ``inf`` where b >= 0 (no reversion), 0 where b <= -1 (overshoot)."""
+    s = _as_2d(spread, "spread")
+    lag, ds = s[:-1], np.diff(s, axis=0)
+    lc = lag - lag.mean(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b = np.einsum("tp,tp->p", lc, ds - ds.mean(0)) / np.einsum("tp,tp->p", lc, lc)
+        hl = -np.log(2.0) / np.log1p(np.clip(b, -1 + 1e-300, None))
+    return np.where(b >= 0, np.inf, np.where(b <= -1, 0.0, hl))
+
+
+def hurst_exponent(series, max_lag: int = 20, min_lag: int = 2) -> np.ndarray:
+    """Hurst exponent from the scaling of lagged differences: the slope of
+    ``log std(s_{t+k} - s_t)`` on ``log k`` for k = min_lag..max_lag. About 0.5 for a random
+    walk, below 0.5 for a mean-reverting series, above for a trending one."""
+    s = _as_2d(series, "series")
+    if not 1 <= min_lag < max_lag < s.shape[0] - 1:
+        raise ValueError(f"need 1 <= min_lag < max_lag < T - 1, got {min_lag}, {max_lag}, "
+                         f"T = {s.shape[0]}")
+    ks = np.arange(min_lag, max_lag + 1)
+    with np.errstate(divide="ignore"):
+        logsd = np.stack([np.log(np.std(s[k:] - s[:-k], axis=0)) for k in ks])  # (K, P)
+    lk = np.log(ks) - np.log(ks).mean()
+    return np.einsum("k,kp->p", lk, logsd - logsd.mean(0)) / (lk @ lk)

@@ -104,6 +104,10 @@ def test_costs_reduce_pnl_by_the_fees():
     lost = free.equity["m"].iloc[-1] - paid.equity["m"].iloc[-1]
     assert lost == pytest.approx(orders["fees"].sum(), rel=1e-9)
     assert lost == pytest.approx(0.001 * notional.sum(), rel=1e-9)
+    years = len(paid.returns) / 252
+    assert paid.metrics.loc["m", "turnover"] == pytest.approx(
+        notional.sum() / paid.equity["m"].mean() / years, rel=1e-9)
+    assert paid.metrics.loc["m", "turnover"] > 0
     # the borrow cost is charged on the short leg while it is held
     borrow = run_backtest(prices, {"m": part}, ["X", "Y"], _config(fees=0.0, borrow_rate=0.05))
     t = borrow.trades.iloc[0]
@@ -132,6 +136,8 @@ def test_no_look_ahead_selection_ignores_later_prices():
     a = base.selections.query("period == 0")[cols].reset_index(drop=True)
     b = other.selections.query("period == 0")[cols].reset_index(drop=True)
     assert len(a) > 0
+    assert a.query("method == 'm'")["pvalue"].is_monotonic_increasing
+    assert (a["pvalue"] < 0.05).all()
     pd.testing.assert_frame_equal(a, b)
     # the later period does see the shock (the test can fail)
     assert not base.selections.query("period == 1")[cols].reset_index(drop=True).equals(
@@ -179,3 +185,34 @@ def test_sharpe_difference():
         same = sharpe_difference(a, a + rng.normal(0, 1e-4, 3000), method=method, n_boot=500)
         assert same.pvalue > 0.05
     assert sharpe_difference(a, b).sharpe_a == pytest.approx(a.mean() / a.std(ddof=1) * 252 ** .5)
+
+
+def test_cli_backtest_json_and_files(tmp_path, capsys):
+    import json
+
+    from finsae.cli import main
+    prices = _market(T=F + 2 * TR, n=4, seed=4)
+    prices.index.name = "date"
+    prices.to_csv(tmp_path / "prices.csv")
+    tickers = list(prices.columns)
+    pd.DataFrame({"ticker": tickers, "description": [f"company {t}" for t in tickers],
+                  "sic": [1000 + int(t[1]) for t in tickers],
+                  "gics_sector": "S", "gics_industry_group": "G", "gics_industry": "I",
+                  "gics_sub_industry": [f"sub{t[1]}" for t in tickers]}
+                 ).to_csv(tmp_path / "companies.csv", index=False)
+    out = tmp_path / "out"
+    rc = main(["backtest", "--companies", str(tmp_path / "companies.csv"),
+               "--prices", str(tmp_path / "prices.csv"), "--methods", "gics,random,returns",
+               "--top-n", "2", "--formation-days", str(F), "--trading-days", str(TR),
+               "--no-membership", "--lags", "1", "--json", "--out", str(out), "--quiet"])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc["methods"]) == {"gics", "random", "returns"}
+    for m in doc["methods"].values():
+        assert {"sharpe", "annual_return", "max_drawdown", "n_trades"} <= set(m)
+    assert doc["methods"]["gics"]["n_trades"] > 0
+    assert set(doc["sharpe_tests"]) == {"random", "returns"}
+    for f in ("metrics.csv", "selections.csv", "trades.csv", "equity.csv", "equity.png",
+              "backtest.json", "sharpe_tests.csv"):
+        assert (out / f).stat().st_size > 0
+    assert main(["backtest", "--methods", "nope", "--quiet"]) == 2

@@ -246,8 +246,8 @@ def performance_table(returns: pd.DataFrame, equity: pd.DataFrame, trades: pd.Da
     out = {}
     orders = pf.orders.records
     col_method = returns.columns.repeat(config.selection.top_n * 2)
-    traded = pd.Series(np.abs(orders["size"] * orders["price"]),
-                       index=col_method[orders["col"]]).groupby(level=0).sum()
+    notional = np.abs(orders["size"].to_numpy() * orders["price"].to_numpy())
+    traded = pd.Series(notional, index=col_method[orders["col"].to_numpy()]).groupby(level=0).sum()
     slot_value = equity.attrs.get("slot_value")
     years = len(returns) / YEAR
     for m in returns.columns:
@@ -308,8 +308,12 @@ def sharpe_difference(a, b, method: str = "memmel", block: int = 21, n_boot: int
     if T < 3:
         raise ValueError("need at least 3 common observations")
     mu, sd = ab.mean(0), ab.std(0, ddof=1)
-    sr = mu / sd
     ann = np.sqrt(YEAR)
+    if not (sd > 0).all():  # a series with no variation (e.g. no trade): undefined Sharpe
+        sr = np.where(sd > 0, mu / np.where(sd > 0, sd, 1.0), np.nan)
+        return SharpeDifference(float(sr[0] * ann), float(sr[1] * ann), float("nan"),
+                                float("nan"), float("nan"), method, T)
+    sr = mu / sd
     diff = sr[0] - sr[1]
     if method == "memmel":
         rho = np.corrcoef(ab.T)[0, 1]
@@ -324,7 +328,8 @@ def sharpe_difference(a, b, method: str = "memmel", block: int = 21, n_boot: int
         s = ab[idx]  # (n_boot, T, 2)
         srb = s.mean(1) / s.std(1, ddof=1)
         d = srb[:, 0] - srb[:, 1]
-        z = diff / d.std(ddof=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = diff / d.std(ddof=1)
         p = float(np.mean(np.abs(d - diff) >= abs(diff)))
     else:
         raise ValueError(f"method must be 'memmel' or 'bootstrap', not {method!r}")

@@ -216,3 +216,20 @@ def test_cli_backtest_json_and_files(tmp_path, capsys):
               "backtest.json", "sharpe_tests.csv"):
         assert (out / f).stat().st_size > 0
     assert main(["backtest", "--methods", "nope", "--quiet"]) == 2
+
+
+def test_rank_pairs_filters_and_order():
+    from finsae.pairs.select import rank_pairs
+    t = pd.DataFrame({"y": list("abcdef"), "x": list("uvwxyz"),
+                      "statistic": [-5, -6, -4, -7, -3, -5.5],
+                      "pvalue": [0.01, 0.01, 0.04, 0.001, 0.2, 0.02],
+                      "beta": [1.0, 0.8, 1.2, -0.5, 1.0, 0.9],
+                      "spread_std": [1.0] * 6, "half_life": [5, 5, 80, 5, 5, 5],
+                      "hurst": [0.3, 0.3, 0.3, 0.3, 0.3, 0.6]})
+    r = rank_pairs(t, SelectionConfig(top_n=5))
+    # d: negative beta; e: p >= 0.05; c: half-life > 63; f: Hurst >= 0.5; b before a (tie on p,
+    # more negative statistic)
+    assert list(r["y"]) == ["b", "a"] and list(r["rank"]) == [1, 2]
+    loose = rank_pairs(t, SelectionConfig(top_n=3, half_life_range=None, hurst_max=None,
+                                          min_beta=None))
+    assert list(loose["y"]) == ["d", "b", "a"]

@@ -8,8 +8,8 @@ SAE features) with `register_method`.
 
 Selection, per formation window (`select_pairs`): candidates = pairs of tickers in the same
 cluster among the eligible tickers; each pair is tested with Engle-Granger in both orderings
-(the stronger kept); pairs with p < `pvalue_max` that also pass the half-life and Hurst filters
-are ranked by p-value (ties by the more negative ADF statistic) and the top N are kept.
+(the stronger kept); pairs with p < `pvalue_max` that also pass the half-life, Hurst and
+positive-hedge-ratio filters are ranked by p-value (ties by the more negative ADF statistic) and the top N are kept.
 Everything here sees only the formation window.
 """
 
@@ -146,6 +146,9 @@ class SelectionConfig:
     #: keep pairs whose formation-spread Hurst exponent is below this (mean-reverting); None
     #: disables
     hurst_max: float | None = 0.5
+    #: keep pairs whose hedge ratio exceeds this: a long-short pair (long one leg, short the
+    #: other) needs beta > 0; None disables
+    min_beta: float | None = 0.0
     #: lags k used by the Hurst estimate (std of k-day spread changes ~ k^H)
     hurst_lags: tuple[int, int] = (2, 20)
     #: pairs tested per batch (memory: batch * T * (maxlag + 1) floats)
@@ -202,14 +205,16 @@ def test_pairs(window: pd.DataFrame, pairs: list[tuple[str, str]],
 
 
 def rank_pairs(tested: pd.DataFrame, config: SelectionConfig = SelectionConfig()) -> pd.DataFrame:
-    """Filter (p-value, half-life, Hurst, positive spread std) and rank; returns the top N with
-    a 1-based `rank` column."""
+    """Filter (p-value, half-life, Hurst, hedge ratio, positive spread std) and rank by p-value
+    (ties: the more negative statistic); returns the top N with a 1-based `rank` column."""
     keep = (tested["pvalue"] < config.pvalue_max) & (tested["spread_std"] > 0)
     if config.half_life_range is not None:
         lo, hi = config.half_life_range
         keep &= tested["half_life"].between(lo, hi)
     if config.hurst_max is not None:
         keep &= tested["hurst"] < config.hurst_max
+    if config.min_beta is not None:
+        keep &= tested["beta"] > config.min_beta
     out = tested[keep].sort_values(["pvalue", "statistic", "y", "x"], kind="stable")
     out = out.head(config.top_n).reset_index(drop=True)
     out.insert(0, "rank", np.arange(1, len(out) + 1))

@@ -128,7 +128,8 @@ def test_no_look_ahead_selection_ignores_later_prices():
                         universe, _config())
     shocked = prices.copy()
     rng = np.random.default_rng(9)
-    shocked.iloc[F:] = shocked.iloc[F:] * np.exp(np.cumsum(rng.normal(0, 0.05, (2 * TR, prices.shape[1])), 0))
+    walk = np.cumsum(rng.normal(0, 0.05, (2 * TR, prices.shape[1])), 0)
+    shocked.iloc[F:] = shocked.iloc[F:] * np.exp(walk)  # everything after formation 0 changes
     ctx2 = dataclasses.replace(ctx, prices=shocked)
     other = run_backtest(shocked, {"m": part, "ret": resolve_partition("returns", ctx2)},
                          universe, _config())

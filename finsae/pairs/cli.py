@@ -22,7 +22,8 @@ def register(subparsers) -> None:
     common_inputs(p)
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma-separated, from: {', '.join(METHODS)} (default: %(default)s)")
-    p.add_argument("--top-n", type=int, default=20, help="pairs traded per method and period")
+    p.add_argument("--top-n", type=_positive, default=20,
+                   help="pairs traded per method and period (the same for every method)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="write metrics.csv, selections.csv, trades.csv, equity.csv, "
                         "sharpe_tests.csv, equity.png and backtest.json here")
@@ -31,7 +32,7 @@ def register(subparsers) -> None:
     p.add_argument("--step-days", type=int, default=None, help="default: --trading-days")
     p.add_argument("--start", default=None, help="first formation start date")
     p.add_argument("--end", default=None, help="last date used")
-    p.add_argument("--lags", default="aic",
+    p.add_argument("--lags", type=_lags, default="aic",
                    help="ADF lag: an int, or aic/bic selection as statsmodels (default aic)")
     p.add_argument("--pvalue", type=float, default=0.05, help="Engle-Granger p-value cut")
     p.add_argument("--entry-z", type=float, default=2.0)
@@ -49,11 +50,38 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _positive(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}")
+    return n
+
+
+def _lags(v: str):
+    if v.lower() in ("aic", "bic"):
+        return v.lower()
+    try:
+        n = int(v)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected aic, bic or a lag >= 0, got {v!r}")
+    return n
+
+
+SURVIVORSHIP_NOTE = ("the bundled prices cover the tickers of the 2021 table only: companies that "
+                     "left the S&P 500 before then are missing, a survivorship bias of the data "
+                     "(membership as of each formation date is applied to the tickers present)")
+
+
 def build_config(args):
     from .backtest import BacktestConfig
     from .select import SelectionConfig
     from .strategy import StrategyConfig
-    lags = args.lags if args.lags in ("aic", "bic") else int(args.lags)
+    lags = args.lags
     return BacktestConfig(
         formation_days=args.formation_days, trading_days=args.trading_days,
         step_days=args.step_days or args.trading_days, start=args.start, end=args.end,
@@ -112,6 +140,8 @@ def run(args) -> int:
                         for k, v in metrics.loc[m].items()} for m in methods},
         "sharpe_tests": tests,
         "period": span, "n_periods": len(res.periods), "universe": len(universe),
+        "prices": str(raw.attrs.get("source", "?")),
+        "notes": [SURVIVORSHIP_NOTE] if args.prices is None else [],
         "config": {"formation_days": config.formation_days,
                    "trading_days": config.trading_days, "step_days": config.step_days,
                    "top_n": config.selection.top_n, "lags": config.selection.lags,
@@ -139,6 +169,8 @@ def run(args) -> int:
             print(f"Sharpe {m} - {t['baseline']}: {t['sharpe_difference']:+.3f}  "
                   f"p = {t['pvalue_memmel']:.3f} (Jobson-Korkie-Memmel), "
                   f"{t['pvalue_block_bootstrap']:.3f} (block bootstrap)")
+        if args.prices is None:
+            print(f"note: {SURVIVORSHIP_NOTE}")
         if args.out:
             print(f"wrote {args.out}/")
     return 0

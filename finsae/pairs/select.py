@@ -9,7 +9,8 @@ SAE features) with `register_method`.
 Selection, per formation window (`select_pairs`): candidates = pairs of tickers in the same
 cluster among the eligible tickers; each pair is tested with Engle-Granger in both orderings
 (the stronger kept); pairs with p < `pvalue_max` that also pass the half-life, Hurst and
-positive-hedge-ratio filters are ranked by p-value (ties by the more negative ADF statistic) and the top N are kept.
+positive-hedge-ratio filters are ranked by p-value (ties by the more negative ADF statistic)
+and the top N are kept.
 Everything here sees only the formation window.
 """
 

@@ -318,7 +318,8 @@ def sharpe_difference(a, b, method: str = "memmel", block: int = 21, n_boot: int
     if method == "memmel":
         rho = np.corrcoef(ab.T)[0, 1]
         theta = (2 * (1 - rho) + 0.5 * (sr[0] ** 2 + sr[1] ** 2 - 2 * sr[0] * sr[1] * rho ** 2)) / T
-        z = diff / np.sqrt(theta)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = diff / np.sqrt(theta) if theta > 0 else float("nan")
         p = 2 * norm.sf(abs(z))
     elif method == "bootstrap":
         rng = np.random.default_rng(seed)

@@ -38,6 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--entry-z", type=float, default=2.0)
     p.add_argument("--exit-z", type=float, default=0.0)
     p.add_argument("--stop-z", type=float, default=4.0, help="<= 0 disables the stop")
+    p.add_argument("--execution-lag", type=int, default=1,
+                   help="days from the signal's close to the executing close (0 = same close)")
     p.add_argument("--fees-bps", type=float, default=10.0, help="cost per side, basis points")
     p.add_argument("--borrow-bps", type=float, default=0.0,
                    help="annual borrow cost of the short leg, basis points")
@@ -89,6 +91,7 @@ def build_config(args):
         selection=SelectionConfig(pvalue_max=args.pvalue, top_n=args.top_n, lags=lags),
         strategy=StrategyConfig(entry_z=args.entry_z, exit_z=args.exit_z,
                                 stop_z=args.stop_z if args.stop_z > 0 else None,
+                                execution_lag=args.execution_lag,
                                 fees=args.fees_bps / 1e4, borrow_rate=args.borrow_bps / 1e4))
 
 

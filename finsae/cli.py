@@ -13,6 +13,10 @@ from .data.errors import DataError
 #: verb -> (module providing register(), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("finsae.data.cli", "validate inputs and print coverage"),
+    "cluster": ("finsae.cluster_cli", "cluster the universe (MST threshold, agglomerative, "
+                                      "k-means, SIC/GICS labels)"),
+    "evaluate": ("finsae.evaluate_cli", "MeanCorr of clusters vs SIC, GICS, embeddings and "
+                                        "baselines"),
 }
 
 

@@ -274,6 +274,13 @@ def pairwise_corr(X: np.ndarray, min_periods: int = 1) -> np.ndarray:
     return np.clip(C, -1.0, 1.0)
 
 
+def covered(partition) -> object:
+    """The tickers a partition clusters (a dict per year for a per-year partition)."""
+    if isinstance(partition, Mapping):
+        return {y: covered(p) for y, p in partition.items()}
+    return pd.Index(partition.dropna().index)
+
+
 def restrict(partition, tickers) -> Partition | dict:
     """A partition (or a per-year dict of them, with a per-year dict of tickers) limited to
     `tickers`: e.g. a baseline limited to the companies the MST method covers."""

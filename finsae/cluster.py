@@ -195,6 +195,11 @@ def kmeans(vectors, n_clusters: int, *, seed: int = 0, normalize: bool = True,
     if normalize:
         norms = np.linalg.norm(X, axis=1, keepdims=True)
         X = X / np.where(norms == 0, 1.0, norms)
+    if X.shape[1] > X.shape[0]:
+        # wide data (TF-IDF): rotate onto the row space (X = U S V', keep U S). Every distance
+        # and inner product between rows is unchanged, so k-means is the same, far cheaper.
+        U, S, _ = np.linalg.svd(X, full_matrices=False)
+        X = U * S
     codes = KMeans(n_clusters=n_clusters, random_state=seed, n_init=n_init).fit_predict(X)
     return _labels_series(codes, index)
 
@@ -289,5 +294,5 @@ def restrict(partition, tickers) -> Partition | dict:
         return {y: restrict(partition[y] if isinstance(partition, Mapping) else partition,
                             tickers[y] if isinstance(tickers, Mapping) else tickers)
                 for y in years}
-    keep = pd.Index(list(tickers))
-    return partition[partition.index.isin(keep)].dropna()
+    keep = set(tickers)  # a set lookup: Index.isin on pyarrow strings is slow
+    return partition[[t in keep for t in partition.index]].dropna()

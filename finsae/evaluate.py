@@ -117,11 +117,32 @@ class ReturnPanel:
 
         partition: a Series ticker -> label, or a dict year -> Series.
         """
+        return self._stats_and_k(partition, self.years if years is None else years)[0]
+
+    def _mask(self, tickers) -> np.ndarray:
+        """Boolean mask over `tickers` (a dict lookup: Index.isin on arrow strings is slow)."""
+        if not hasattr(self, "_where"):
+            self._where = {t: i for i, t in enumerate(self.tickers)}
+        m = np.zeros(len(self.tickers), dtype=bool)
+        m[[self._where[t] for t in tickers if t in self._where]] = True
+        return m
+
+    def _stats_and_k(self, partition, years, within=None) -> tuple[pd.DataFrame, list[int]]:
         cols = {k: [] for k in ("year", "cluster", "size", "pairs", "sum_corr", "n_companies")}
-        static = None if isinstance(partition, Mapping) else self.codes(partition)
-        for y in (self.years if years is None else years):
-            codes = (static if static is not None
-                     else self.codes(_for_year(partition, y)))[self._pos[y]]
+        memo: dict[tuple, tuple] = {}  # (id(Series), id(within)) -> (codes, k, refs)
+        ks = []
+        for y in years:
+            part = _for_year(partition, y)
+            keep = None if within is None else _for_year(within, y)
+            key = (id(part), id(keep))
+            if key not in memo:
+                full = self.codes(part)
+                if keep is not None:
+                    full = np.where(self._mask(keep), full, -1)
+                memo[key] = (full, int(len(np.unique(full[full >= 0]))), part, keep)
+            full, k = memo[key][:2]
+            ks.append(k)
+            codes = full[self._pos[y]]
             if not (codes >= 0).any():
                 continue
             iu, ju = self._triu(len(codes))
@@ -140,11 +161,8 @@ class ReturnPanel:
         out = pd.DataFrame({k: (np.concatenate(v) if v else np.array([], dtype=float))
                             for k, v in cols.items()})
         out["mean_corr"] = out["sum_corr"] / out["pairs"]
-        return out[["year", "cluster", "size", "pairs", "sum_corr", "mean_corr", "n_companies"]]
-
-    def _k(self, partition: pd.Series) -> int:
-        """Clusters of the partition within the universe, singletons included."""
-        return int(partition.reindex(self.tickers).dropna().nunique())
+        return (out[["year", "cluster", "size", "pairs", "sum_corr", "mean_corr",
+                     "n_companies"]], ks)
 
     def _triu(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         if n not in self._triu_cache:
@@ -153,16 +171,19 @@ class ReturnPanel:
 
     def score(self, partition, method: str = "", years: Iterable[int] | None = None,
               in_sample: Iterable[int] = IN_SAMPLE,
-              out_of_sample: Iterable[int] = OUT_OF_SAMPLE) -> MeanCorrResult:
-        """MeanCorr of a partition (Series or dict year -> Series) on every prepared year."""
+              out_of_sample: Iterable[int] = OUT_OF_SAMPLE, within=None) -> MeanCorrResult:
+        """MeanCorr of a partition (Series or dict year -> Series) on every prepared year.
+
+        within: only these tickers (a list, or a dict year -> list) count as clustered, e.g.
+            the companies another method covers; the others count as unclustered."""
         years = [y for y in (self.years if years is None else years)]
         unknown = set(years) - set(self.years)
         if unknown:
             raise DataError(f"year(s) {sorted(unknown)} not in the return panel "
                             f"({self.years[0]}-{self.years[-1]})")
-        stats = self.cluster_stats(partition, years)
+        stats, ks = self._stats_and_k(partition, years, within)
         by_year = _by_year(stats, {y: len(self._pos[y]) for y in years})
-        by_year["k"] = [self._k(_for_year(partition, y)) for y in years]
+        by_year["k"] = ks  # clusters of the partition in the universe, singletons included
         return MeanCorrResult(method=method, by_year=by_year, clusters=stats,
                               in_sample=tuple(in_sample), out_of_sample=tuple(out_of_sample),
                               freq=self.freq, universe_size=len(self.tickers))
@@ -190,7 +211,7 @@ def screened_returns(prices: pd.DataFrame, tickers: Iterable[str] | None = None,
     return log_returns(sub, freq, **kw)
 
 
-def _for_year(partition, year: int) -> pd.Series:
+def _for_year(partition, year: int):
     if isinstance(partition, Mapping):
         if year not in partition:
             raise DataError(f"the partition has no clusters for {year}")

@@ -84,7 +84,7 @@ def register(subparsers) -> None:
 def evaluate_all(ctx, names, log=None) -> tuple[dict, dict, dict]:
     """(results by method, resolved methods, restricted comparisons for MST methods)."""
     from . import cluster as cl
-    from .methods import Method, resolve, score
+    from .methods import resolve, score
     results, resolved = {}, {}
     for name in names:
         t0 = time.perf_counter()
@@ -102,9 +102,7 @@ def evaluate_all(ctx, names, log=None) -> tuple[dict, dict, dict]:
         for other, o in resolved.items():
             if o.notes.get("algorithm") == "mst_threshold" and other != name:
                 continue
-            part = ([cl.restrict(p, cover) for p in o.partition] if isinstance(o.partition, list)
-                    else cl.restrict(o.partition, cover))
-            restricted[name][other] = score(Method(f"{other}@{name}", part, o.notes), ctx)
+            restricted[name][other] = score(o, ctx, within=cover, name=f"{other}@{name}")
     return results, resolved, restricted
 
 

@@ -204,12 +204,15 @@ def _mst(name: str, base: str, ctx: EvalContext, rolling: bool) -> Method:
                                       "min_coverage": ctx.min_coverage})
 
 
-def score(method: Method, ctx: EvalContext, years=None):
-    """MeanCorr result of a resolved method (random partitions averaged over seeds)."""
+def score(method: Method, ctx: EvalContext, years=None, within=None, name: str | None = None):
+    """MeanCorr result of a resolved method (random partitions averaged over seeds).
+    within: count only these companies (list, or dict year -> list) as clustered."""
     from .evaluate import average_results
     years = list(ctx.years if years is None else years)
-    kw = dict(years=years, in_sample=ctx.fit_years,
+    kw = dict(years=years, in_sample=ctx.fit_years, within=within,
               out_of_sample=tuple(y for y in ctx.years if y not in ctx.fit_years))
+    if name is not None:
+        method = Method(name, method.partition, method.notes)
     if isinstance(method.partition, list):
         res = average_results([ctx.panel.score(p, method.name, **kw) for p in method.partition],
                               method.name)

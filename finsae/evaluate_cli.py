@@ -72,7 +72,8 @@ def register(subparsers) -> None:
     context_arguments(p)
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
                    help="methods to score (default: %(default)s); vector methods also take the "
-                        "suffixes _kmeans, _mst, _mst_rolling (e.g. tfidf_mst)")
+                        "suffixes _kmeans, _mst, _mst_rolling (e.g. tfidf_mst) and a cluster "
+                        "count after @ (tfidf@gics_sector, minilm_kmeans@50)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="write meancorr.csv, by_year.csv, results.json and PNG plots here")
     p.add_argument("--ci-by", choices=("year", "cluster"), default="year",
@@ -102,7 +103,7 @@ def evaluate_all(ctx, names, log=None) -> tuple[dict, dict, dict]:
         for other, o in resolved.items():
             if o.notes.get("algorithm") == "mst_threshold" and other != name:
                 continue
-            restricted[name][other] = score(o, ctx, within=cover, name=f"{other}@{name}")
+            restricted[name][other] = score(o, ctx, within=cover, name=f"{other} within {name}")
     return results, resolved, restricted
 
 
@@ -174,7 +175,7 @@ def write_outputs(out: Path, table, results, resolved, restricted, payload, ctx)
     long = pd.concat({n: r.by_year for n, r in results.items()}, names=["method", "year"])
     long.to_csv(out / "by_year.csv", float_format="%.5f")
     if restricted:
-        rows = [r.summary().rename(f"{o}@{n}") for n, d in restricted.items()
+        rows = [r.summary().rename(f"{o} within {n}") for n, d in restricted.items()
                 for o, r in d.items()]
         pd.DataFrame(rows).rename_axis("method").to_csv(out / "meancorr_restricted.csv",
                                                         float_format="%.5f")

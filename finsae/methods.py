@@ -8,7 +8,8 @@ Two small registries that other modules extend (e.g. the SAE features of issue 7
 
 A vector method ``NAME`` is clustered by average-linkage agglomerative clustering on cosine
 distance into ``ctx.k`` clusters (default: the number of GICS sub-industries in the universe);
-``NAME_kmeans`` uses k-means; ``NAME_mst`` the paper's MST threshold with theta fixed on the
+``NAME_kmeans`` uses k-means; ``NAME@LEVEL`` / ``NAME@K`` sets the cluster count (e.g.
+``tfidf@gics_sector``: as many clusters as GICS sectors); ``NAME_mst`` the paper's MST threshold with theta fixed on the
 in-sample years; ``NAME_mst_rolling`` theta chosen each year on the previous 5 years. ``random``
 is the GICS sub-industry sizes shuffled (``ctx.n_seeds`` seeds, averaged).
 """
@@ -161,7 +162,28 @@ def known_methods() -> list[str]:
 
 
 def resolve(name: str, ctx: EvalContext) -> Method:
-    """The partition(s) of method `name` on ctx's universe."""
+    """The partition(s) of method `name` on ctx's universe.
+
+    A vector method may name its cluster count after ``@``: ``tfidf@gics_sector`` (as many
+    clusters as GICS sectors in the universe), ``minilm_kmeans@50``."""
+    if "@" in name and not name.startswith("random"):
+        base, _, spec = name.partition("@")
+        from .data.classifications import LEVELS
+        if spec in LEVELS:
+            k = cl.matched_k(ctx.label(spec))
+        elif spec.isdigit():
+            k = int(spec)
+        else:
+            raise DataError(f"{name!r}: after @ give a cluster count or one of "
+                            f"{', '.join(LEVELS)}")
+        if base in PARTITIONS or base.endswith(("_mst", "_mst_rolling")):
+            raise DataError(f"{name!r}: only clustered vector methods take a cluster count")
+        old_k, ctx.k = ctx.k, k
+        try:
+            m = resolve(base, ctx)
+        finally:
+            ctx.k = old_k
+        return Method(name, m.partition, m.notes)
     if name == "random":
         ref = ctx.label("gics_sub_industry")
         return Method(name, cl.random_partitions(ref, ctx.n_seeds, ctx.seed),

@@ -215,6 +215,16 @@ def test_registry_protocols_on_synthetic_universe(monkeypatch):
     assert res["returns"].mean_corr() > res["one_cluster"].mean_corr()
     with pytest.raises(DataError, match="did you mean"):
         M.resolve("gics_sectr", ctx)
+    # cluster counts matched to a GICS level, or given
+    assert M.resolve("onehot@gics_sector", ctx).partition.nunique() == 3
+    assert M.resolve("onehot_kmeans@2", ctx).partition.nunique() == 2
+    assert ctx.k == 6
+    with pytest.raises(DataError, match="cluster count"):
+        M.resolve("gics_sector@3", ctx)
+    # a baseline restricted to the companies the MST method covers
+    cover = cl.covered(mst.partition)
+    within = M.score(M.resolve("gics_sector", ctx), ctx, within=cover)
+    assert within.by_year["n_covered"].max() <= len(cover)
     # threshold_scores honours min_coverage: a grid point below it is never chosen
     path = cl.mst_threshold_path(onehot, [-5.0, 1.0])
     sc = threshold_scores(ctx.panel, path, min_coverage=0.5)

@@ -188,9 +188,13 @@ def plot_by_year(results: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     fig, ax = plt.subplots(figsize=(10, 5.5))
-    for n, r in results.items():
-        ax.plot(r.by_year.index, r.by_year["mean_corr"], marker=".", label=n)
+    colors = plt.get_cmap("tab20").colors
+    for i, (n, r) in enumerate(results.items()):
+        ax.plot(r.by_year.index, r.by_year["mean_corr"], marker=".", label=n,
+                color=colors[i % len(colors)], linestyle="-" if i < 20 else "--")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fit = r.in_sample
     if fit:
         ax.axvspan(min(fit) - 0.5, max(fit) + 0.5, color="0.9", zorder=0, label="in-sample")
@@ -219,13 +223,16 @@ def plot_cluster_sizes(resolved: dict, ctx, path: Path) -> None:
         p = p[last] if isinstance(p, dict) else p
         sizes = cluster_sizes(p)
         sizes = sizes[sizes >= 2]
-        ax.hist(sizes, bins=np.arange(2, max(sizes.max(), 3) + 2) if len(sizes) else 1, log=True)
+        ax.bar(np.arange(1, len(sizes) + 1), sizes.to_numpy(), width=1.0)
+        ax.set_yscale("log")
+        ax.set_xlabel("cluster rank", fontsize=7)
         covered = int(sizes.sum())
         ax.set_title(f"{n}: K={len(sizes)}, {covered}/{len(ctx.universe)}", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
-    fig.suptitle("cluster sizes (clusters of >= 2; per-year methods: last year)", fontsize=9)
+    fig.suptitle("cluster sizes, largest first (clusters of >= 2; per-year methods: last "
+                 "year; random: first seed)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -17,7 +17,8 @@ SIC_DIVISIONS = (
     (52, 59, "G: Retail Trade"),
     (60, 67, "H: Finance, Insurance and Real Estate"),
     (70, 89, "I: Services"),
-    (91, 99, "J: Public Administration"),
+    (91, 97, "J: Public Administration"),
+    (99, 99, "K: Nonclassifiable Establishments"),
 )
 
 #: partition levels, coarse to fine within each scheme.
@@ -30,7 +31,7 @@ def sic_division(sic: int) -> str | None:
     for lo, hi, name in SIC_DIVISIONS:
         if lo <= major <= hi:
             return name
-    return None  # 4-digit codes outside the manual (e.g. 9995 non-operating establishments)
+    return None  # major groups the manual leaves unused (e.g. 18, 19, 98)
 
 
 def partition(companies: pd.DataFrame, level: str) -> pd.Series:

@@ -9,7 +9,6 @@ result (``frame.attrs["report"]``) and printed by the CLI.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -57,22 +56,33 @@ def suggest(ticker: str, known, n: int = 5) -> list[str]:
     return out[:n]
 
 
-@dataclass
-class LoadReport:
-    """What a loader read, kept and skipped, with the reason for every skipped item."""
+class LoadReport(dict):
+    """What a loader read, kept and skipped, with the reason for every skipped item.
 
-    source: str
-    n_read: int = 0
-    n_kept: int = 0
-    skipped: dict[str, list[str]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+    A dict underneath (attribute access on top), so a DataFrame carrying it in ``attrs`` can
+    still be written to parquet or JSON.
+    """
+
+    def __init__(self, source: str, n_read: int = 0, n_kept: int = 0,
+                 skipped: dict[str, list[str]] | None = None, notes: list[str] | None = None):
+        super().__init__(source=source, n_read=n_read, n_kept=n_kept, skipped=skipped or {},
+                         notes=notes or [])
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        self[name] = value
 
     def skip(self, reason: str, item: str) -> None:
-        self.skipped.setdefault(reason, []).append(str(item))
+        self["skipped"].setdefault(reason, []).append(str(item))
 
     @property
     def n_skipped(self) -> int:
-        return sum(len(v) for v in self.skipped.values())
+        return sum(len(v) for v in self["skipped"].values())
 
     def summary(self) -> str:
         lines = [f"{self.source}: read {self.n_read}, kept {self.n_kept}, skipped {self.n_skipped}"]
@@ -83,7 +93,5 @@ class LoadReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "n_read": self.n_read, "n_kept": self.n_kept,
-                "n_skipped": self.n_skipped,
-                "skipped": {k: len(v) for k, v in self.skipped.items()},
-                "skipped_items": self.skipped, "notes": self.notes}
+        return {**self, "n_skipped": self.n_skipped,
+                "skipped_counts": {k: len(v) for k, v in self.skipped.items()}}

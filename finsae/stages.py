@@ -1,0 +1,60 @@
+"""Content-keyed stage cache for the end-to-end run.
+
+A stage's key is a hash of its name, its parameters and the keys of the stages it reads, so a
+change re-runs exactly the stages it affects. Each stage writes into its own folder under
+``cache_dir("stages", name, key)``; the folder is written under a temporary name and renamed
+when the stage finished, so an interrupted stage is never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .data.paths import cache_dir
+
+
+def stable_hash(obj) -> str:
+    """Hash of a JSON-able object (dict keys sorted), 16 hex digits."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    key: str
+    path: Path
+    cached: bool
+    seconds: float
+
+
+def run_stage(name: str, params: dict, deps: list[StageResult], fn: Callable[[Path], None],
+              *, force: bool = False, root: Path | None = None) -> StageResult:
+    """Run `fn(folder)` unless a finished folder for the same key exists.
+
+    fn writes its outputs into `folder`. ``_stage.json`` records name, params and deps.
+    """
+    key = stable_hash({"stage": name, "params": params, "deps": [d.key for d in deps]})
+    base = (root or cache_dir("stages")) / name
+    base.mkdir(parents=True, exist_ok=True)
+    done = base / key
+    if done.exists() and (done / "_stage.json").exists() and not force:
+        return StageResult(name, key, done, True, 0.0)
+    tmp = base / f".{key}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    t0 = time.perf_counter()
+    fn(tmp)
+    seconds = time.perf_counter() - t0
+    (tmp / "_stage.json").write_text(json.dumps(
+        {"stage": name, "params": params, "deps": {d.name: d.key for d in deps},
+         "seconds": seconds}, indent=1, default=str))
+    shutil.rmtree(done, ignore_errors=True)
+    tmp.rename(done)
+    return StageResult(name, key, done, False, seconds)

@@ -401,15 +401,23 @@ def compare(results: Iterable[MeanCorrResult]) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- threshold protocols
 
 def threshold_scores(panel: ReturnPanel, partitions: Mapping[float, object],
-                     weighting: str = "unweighted", min_coverage: float = 0.0) -> pd.DataFrame:
+                     weighting: str = "unweighted", min_coverage: float = 0.0,
+                     max_cluster_share: float = 1.0) -> pd.DataFrame:
     """theta x year table of MeanCorr for a grid of partitions (e.g. `mst_threshold_path`).
-    Years where a partition covers less than `min_coverage` score NaN (never chosen)."""
+
+    Years where a partition covers less than `min_coverage` of the year's companies, or where
+    its largest cluster holds more than `max_cluster_share` of them (a giant component), score
+    NaN, so that threshold is never chosen for them."""
     col = "mean_corr" if weighting == "unweighted" else "pair_weighted"
     rows = {}
     for theta, part in partitions.items():
-        by = panel.score(part).by_year
-        v = by[col].where(by["coverage"] >= min_coverage)
-        rows[theta] = v
+        res = panel.score(part)
+        by = res.by_year
+        ok = by["coverage"] >= min_coverage
+        if max_cluster_share < 1.0:
+            largest = res.clusters.groupby("year")["size"].max().reindex(by.index).fillna(0)
+            ok &= largest <= max_cluster_share * by["n_companies"]
+        rows[theta] = by[col].where(ok)
     return pd.DataFrame(rows).T.rename_axis(index="theta", columns="year")
 
 

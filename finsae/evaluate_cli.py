@@ -45,6 +45,10 @@ def context_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-coverage", type=float, default=0.0,
                    help="MST methods: thresholds covering less than this share of the "
                         "companies are never chosen (default 0)")
+    p.add_argument("--max-cluster-share", type=float, default=1.0,
+                   help="MST methods: thresholds whose largest cluster holds more than this "
+                        "share of the companies (a giant component) are never chosen "
+                        "(default 1: no limit, the paper's protocol)")
 
 
 def make_context(args):
@@ -55,7 +59,8 @@ def make_context(args):
     prices = load_prices(args.prices)
     ctx = EvalContext(companies, prices, years=args.years, fit_years=args.fit_years,
                       freq=args.freq, k=args.k, n_seeds=args.seeds,
-                      min_coverage=args.min_coverage)
+                      min_coverage=args.min_coverage,
+                      max_cluster_share=args.max_cluster_share)
     if len(ctx.universe) < 2:
         raise DataError("fewer than 2 companies have a description, SIC, all GICS levels and "
                         "prices: nothing to evaluate")
@@ -123,6 +128,8 @@ def run(args) -> int:
                      "in_sample": [min(ctx.fit_years), max(ctx.fit_years)],
                      "out_of_sample": sorted(set(ctx.years) - set(ctx.fit_years)),
                      "k": ctx.k, "n_seeds_random": ctx.n_seeds,
+                     "mst_min_coverage": ctx.min_coverage,
+                     "mst_max_cluster_share": ctx.max_cluster_share,
                      "metric": "mean over years of the unweighted mean over clusters of the "
                                "mean within-cluster pairwise Pearson correlation"},
         "methods": {n: {**r.to_dict(args.ci_by, args.n_boot), "choice": _jsonable(

@@ -49,6 +49,7 @@ class EvalContext:
     seed: int = 0
     theta_grid: tuple = THETA_GRID
     min_coverage: float = 0.0
+    max_cluster_share: float = 1.0
     cache: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -213,17 +214,20 @@ def _mst(name: str, base: str, ctx: EvalContext, rolling: bool) -> Method:
     if key not in ctx.cache:
         path = cl.mst_threshold_path(ctx.vectors(base), ctx.theta_grid)
         ctx.cache[key] = (path, threshold_scores(ctx.panel, path,
-                                                 min_coverage=ctx.min_coverage))
+                                                 min_coverage=ctx.min_coverage,
+                                                 max_cluster_share=ctx.max_cluster_share))
     path, scores = ctx.cache[key]
     if rolling:
         thetas = select_rolling(scores, ctx.years, window=5)
         return Method(name, {y: path[t] for y, t in thetas.items()},
                       {"algorithm": "mst_threshold", "theta_by_year": thetas, "window": 5,
-                       "min_coverage": ctx.min_coverage})
+                       "min_coverage": ctx.min_coverage,
+                       "max_cluster_share": ctx.max_cluster_share})
     theta = select_fixed(scores, ctx.fit_years)
     return Method(name, path[theta], {"algorithm": "mst_threshold", "theta": theta,
                                       "fit_years": [min(ctx.fit_years), max(ctx.fit_years)],
-                                      "min_coverage": ctx.min_coverage})
+                                      "min_coverage": ctx.min_coverage,
+                                      "max_cluster_share": ctx.max_cluster_share})
 
 
 def score(method: Method, ctx: EvalContext, years=None, within=None, name: str | None = None):

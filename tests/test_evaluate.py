@@ -229,6 +229,9 @@ def test_registry_protocols_on_synthetic_universe(monkeypatch):
     path = cl.mst_threshold_path(onehot, [-5.0, 1.0])
     sc = threshold_scores(ctx.panel, path, min_coverage=0.5)
     assert sc.loc[-5.0].isna().all() and sc.loc[1.0].notna().all()
+    # ... and max_cluster_share rules out a giant component (theta 1.0 joins everything)
+    assert cl.mst_threshold(onehot, 1.0).nunique() == 1
+    assert threshold_scores(ctx.panel, path, max_cluster_share=0.5).loc[1.0].isna().all()
 
 
 def test_cli_evaluate_json_and_outputs(tmp_path, capsys, monkeypatch):

@@ -28,8 +28,10 @@ from .data.errors import DataError
 from .evaluate import IN_SAMPLE, YEARS, ReturnPanel, select_fixed, select_rolling, \
     threshold_scores
 
-#: default theta grid of the MST method (z-scored cosine distance)
-THETA_GRID = tuple(np.round(np.arange(-4.0, 0.01, 0.1), 2))
+#: thresholds tried by the MST method: these quantiles of the representation's own MST edge
+#: z-scores (a fixed grid in z units does not fit every representation: TF-IDF's MST edges lie
+#: 1-14 standard deviations below the mean distance, MiniLM's 1.6-5.5)
+THETA_QUANTILES = tuple(np.linspace(0.0, 1.0, 41))
 #: lookback years tried for the past-return clusters (chosen on the in-sample years)
 RETURN_LOOKBACKS = (1, 2, 3)
 
@@ -47,7 +49,7 @@ class EvalContext:
     k: int | None = None
     n_seeds: int = 100
     seed: int = 0
-    theta_grid: tuple = THETA_GRID
+    theta_grid: tuple | None = None  # None: quantiles of the MST edge z-scores
     min_coverage: float = 0.0
     max_cluster_share: float = 1.0
     cache: dict = field(default_factory=dict)
@@ -212,7 +214,12 @@ def resolve(name: str, ctx: EvalContext) -> Method:
 def _mst(name: str, base: str, ctx: EvalContext, rolling: bool) -> Method:
     key = ("mst", base)
     if key not in ctx.cache:
-        path = cl.mst_threshold_path(ctx.vectors(base), ctx.theta_grid)
+        grid = ctx.theta_grid
+        if grid is None:
+            D = cl._cosine_distance_matrix(ctx.vectors(base).to_numpy(dtype=float))
+            z = cl.mst_edges(D)[2]
+            grid = tuple(np.unique(np.round(np.quantile(z, THETA_QUANTILES), 3)))
+        path = cl.mst_threshold_path(ctx.vectors(base), grid)
         ctx.cache[key] = (path, threshold_scores(ctx.panel, path,
                                                  min_coverage=ctx.min_coverage,
                                                  max_cluster_share=ctx.max_cluster_share))

@@ -129,17 +129,18 @@ class ReturnPanel:
 
     def _stats_and_k(self, partition, years, within=None) -> tuple[pd.DataFrame, list[int]]:
         cols = {k: [] for k in ("year", "cluster", "size", "pairs", "sum_corr", "n_companies")}
-        memo: dict[tuple, tuple] = {}  # (id(Series), id(within)) -> (codes, k, refs)
+        # (id(partition), id(within)) -> (codes, k, the objects, kept alive so ids stay unique)
+        memo: dict[tuple, tuple] = {}
         ks = []
         for y in years:
             part = _for_year(partition, y)
-            keep = None if within is None else _for_year(within, y)
-            key = (id(part), id(keep))
+            only = None if within is None else _for_year(within, y)
+            key = (id(part), id(only))
             if key not in memo:
                 full = self.codes(part)
-                if keep is not None:
-                    full = np.where(self._mask(keep), full, -1)
-                memo[key] = (full, int(len(np.unique(full[full >= 0]))), part, keep)
+                if only is not None:
+                    full = np.where(self._mask(only), full, -1)
+                memo[key] = (full, int(len(np.unique(full[full >= 0]))), part, only)
             full, k = memo[key][:2]
             ks.append(k)
             codes = full[self._pos[y]]
@@ -151,13 +152,13 @@ class ReturnPanel:
             K = int(codes.max()) + 1
             s = np.bincount(ci[same], weights=self._upper[y][same], minlength=K)
             n = np.bincount(codes[codes >= 0], minlength=K).astype(float)
-            keep = np.flatnonzero(n >= 2)
-            cols["year"].append(np.full(len(keep), y))
-            cols["cluster"].append(keep)
-            cols["size"].append(n[keep])
-            cols["pairs"].append(n[keep] * (n[keep] - 1) / 2)
-            cols["sum_corr"].append(s[keep])
-            cols["n_companies"].append(np.full(len(keep), len(codes)))
+            scored = np.flatnonzero(n >= 2)
+            cols["year"].append(np.full(len(scored), y))
+            cols["cluster"].append(scored)
+            cols["size"].append(n[scored])
+            cols["pairs"].append(n[scored] * (n[scored] - 1) / 2)
+            cols["sum_corr"].append(s[scored])
+            cols["n_companies"].append(np.full(len(scored), len(codes)))
         out = pd.DataFrame({k: (np.concatenate(v) if v else np.array([], dtype=float))
                             for k, v in cols.items()})
         out["mean_corr"] = out["sum_corr"] / out["pairs"]

@@ -429,7 +429,9 @@ def select_fixed(scores: pd.DataFrame, fit_years: Iterable[int] = IN_SAMPLE) -> 
         raise DataError("no fitting year in the threshold scores")
     mean = scores[ys].mean(axis=1, skipna=False)
     if mean.isna().all():
-        raise DataError("no threshold is admissible on the fitting years (every one leaves coverage below --min-coverage or forms a cluster above --max-cluster-share in some year)")
+        raise DataError("no threshold is admissible on the fitting years: each leaves coverage "
+                        "below --min-coverage or forms a cluster above --max-cluster-share in "
+                        "some year")
     return float(mean.idxmax())
 
 

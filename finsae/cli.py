@@ -14,6 +14,10 @@ from .data.errors import DataError
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("finsae.data.cli", "validate inputs and print coverage"),
     "backtest": ("finsae.pairs.cli", "cointegration pairs backtest per grouping method"),
+    "cluster": ("finsae.cluster_cli", "cluster the universe (MST threshold, agglomerative, "
+                                      "k-means, SIC/GICS labels)"),
+    "evaluate": ("finsae.evaluate_cli", "MeanCorr of clusters vs SIC, GICS, embeddings and "
+                                        "baselines"),
 }
 
 

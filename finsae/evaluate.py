@@ -1,0 +1,449 @@
+"""MeanCorr: how well a grouping of companies captures return co-movement.
+
+For each year y, the Pearson correlation of two companies' log returns within that year (12
+monthly returns by default, or the daily returns) is averaged over the pairs inside each cluster,
+then over clusters (unweighted, as in Molinari et al. 2025); the pair-weighted variant averages
+over all within-cluster pairs at once (large clusters weigh more). Years are then averaged.
+
+Conventions (kept identical for every method so the numbers are comparable):
+
+- One universe for every method (`ReturnPanel.tickers`); a company-year counts only when the
+  company has complete returns that year (all 12 months, or every trading day for daily) with
+  non-zero variance. A cluster is scored in year y when it has >= 2 such members.
+- coverage = share of the year's scored companies that sit in a scored cluster; n_clusters =
+  number of scored clusters. Both are reported per year and averaged over years.
+- In-sample years (default 2001-2010) choose any parameter (threshold, K, lookback); the
+  out-of-sample years (default 2011-2020) are only reported.
+
+The per-year correlation matrix is computed once (`ReturnPanel`); each partition is then scored
+with a one-hot matrix product, so a method over 20 years takes a few milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .data.errors import DataError
+
+IN_SAMPLE = tuple(range(2001, 2011))
+OUT_OF_SAMPLE = tuple(range(2011, 2021))
+YEARS = IN_SAMPLE + OUT_OF_SAMPLE
+
+
+# ----------------------------------------------------------------------------- returns panel
+
+class ReturnPanel:
+    """Per-year return correlation matrices of a fixed universe.
+
+    returns: log returns, DatetimeIndex x ticker (monthly or daily; see `freq`).
+    universe: the tickers every method is evaluated on (default: all columns). A ticker of the
+        universe without a return column is an error.
+    years: the years to prepare (a year without any complete company is an error).
+    freq: "M" (a company-year needs 12 returns) or "D" (a return on every row of that year).
+    """
+
+    def __init__(self, returns: pd.DataFrame, universe: Iterable[str] | None = None,
+                 years: Iterable[int] = YEARS, freq: str = "M"):
+        if freq not in ("M", "D"):
+            raise ValueError(f"freq must be 'M' or 'D', not {freq!r}")
+        if not isinstance(returns.index, pd.DatetimeIndex):
+            raise DataError("returns must have a DatetimeIndex")
+        tickers = pd.Index(returns.columns if universe is None else list(universe))
+        if tickers.has_duplicates:
+            raise DataError(f"duplicate ticker {tickers[tickers.duplicated()][0]} in the universe")
+        missing = tickers.difference(returns.columns)
+        if len(missing):
+            raise DataError(f"{len(missing)} universe ticker(s) without returns, e.g. "
+                            f"{', '.join(missing[:5])}")
+        self.tickers = tickers
+        self.freq = freq
+        self.years: list[int] = []
+        self._pos: dict[int, np.ndarray] = {}
+        self._corr: dict[int, np.ndarray] = {}
+        self._upper: dict[int, np.ndarray] = {}  # upper triangle of each year's matrix
+        self._triu_cache: dict[int, tuple] = {}
+        R = returns[tickers]
+        yr = R.index.year
+        for y in sorted(set(int(v) for v in years)):
+            block = R.loc[yr == y]
+            X = block.to_numpy(dtype=float)
+            if freq == "M" and len(X) != 12:
+                raise DataError(f"monthly returns for {y}: {len(X)} rows, need one per month (12)")
+            if len(X) < 3:
+                raise DataError(f"daily returns for {y}: {len(X)} rows, need at least 3")
+            ok = np.isfinite(X).all(axis=0)
+            ok[ok] = np.ptp(X[:, ok], axis=0) > 0  # constant series: no correlation
+            pos = np.flatnonzero(ok)
+            if len(pos) < 2:
+                raise DataError(f"returns for {y}: fewer than 2 companies with complete returns")
+            self.years.append(y)
+            self._pos[y] = pos
+            self._corr[y] = np.corrcoef(X[:, pos], rowvar=False)
+            self._upper[y] = self._corr[y][self._triu(len(pos))]
+
+    @classmethod
+    def from_prices(cls, prices: pd.DataFrame, universe: Iterable[str] | None = None,
+                    years: Iterable[int] = YEARS, freq: str = "M", **kw) -> ReturnPanel:
+        """Screened log returns (`finsae.data.returns.log_returns`) of `prices`."""
+        cols = list(prices.columns if universe is None else universe)
+        return cls(screened_returns(prices, cols, freq, **kw), cols, years, freq)
+
+    def companies(self, year: int) -> pd.Index:
+        """Tickers with complete returns in `year`."""
+        return self.tickers[self._pos[year]]
+
+    def corr(self, year: int) -> pd.DataFrame:
+        t = self.companies(year)
+        return pd.DataFrame(self._corr[year], index=t, columns=t)
+
+    def codes(self, partition: pd.Series) -> np.ndarray:
+        """Integer cluster codes over `tickers` (-1 = unclustered / not in the partition)."""
+        if not isinstance(partition, pd.Series):
+            raise DataError(f"a partition must be a pandas Series ticker -> label, "
+                            f"got {type(partition).__name__}")
+        if partition.index.has_duplicates:
+            raise DataError(f"duplicate ticker {partition.index[partition.index.duplicated()][0]}"
+                            " in the partition")
+        lab = partition.reindex(self.tickers)
+        codes, _ = pd.factorize(lab, use_na_sentinel=True)
+        return codes
+
+    def cluster_stats(self, partition, years: Iterable[int] | None = None) -> pd.DataFrame:
+        """Per year and scored cluster: size, pairs, sum and mean of within-cluster correlation.
+
+        partition: a Series ticker -> label, or a dict year -> Series.
+        """
+        return self._stats_and_k(partition, self.years if years is None else years)[0]
+
+    def _mask(self, tickers) -> np.ndarray:
+        """Boolean mask over `tickers` (a dict lookup: Index.isin on arrow strings is slow)."""
+        if not hasattr(self, "_where"):
+            self._where = {t: i for i, t in enumerate(self.tickers)}
+        m = np.zeros(len(self.tickers), dtype=bool)
+        m[[self._where[t] for t in tickers if t in self._where]] = True
+        return m
+
+    def _stats_and_k(self, partition, years, within=None) -> tuple[pd.DataFrame, list[int]]:
+        cols = {k: [] for k in ("year", "cluster", "size", "pairs", "sum_corr", "n_companies")}
+        # (id(partition), id(within)) -> (codes, k, the objects, kept alive so ids stay unique)
+        memo: dict[tuple, tuple] = {}
+        ks = []
+        for y in years:
+            part = _for_year(partition, y)
+            only = None if within is None else _for_year(within, y)
+            key = (id(part), id(only))
+            if key not in memo:
+                full = self.codes(part)
+                if only is not None:
+                    full = np.where(self._mask(only), full, -1)
+                memo[key] = (full, int(len(np.unique(full[full >= 0]))), part, only)
+            full, k = memo[key][:2]
+            ks.append(k)
+            codes = full[self._pos[y]]
+            if not (codes >= 0).any():
+                continue
+            iu, ju = self._triu(len(codes))
+            ci = codes[iu]
+            same = (ci == codes[ju]) & (ci >= 0)
+            K = int(codes.max()) + 1
+            s = np.bincount(ci[same], weights=self._upper[y][same], minlength=K)
+            n = np.bincount(codes[codes >= 0], minlength=K).astype(float)
+            scored = np.flatnonzero(n >= 2)
+            cols["year"].append(np.full(len(scored), y))
+            cols["cluster"].append(scored)
+            cols["size"].append(n[scored])
+            cols["pairs"].append(n[scored] * (n[scored] - 1) / 2)
+            cols["sum_corr"].append(s[scored])
+            cols["n_companies"].append(np.full(len(scored), len(codes)))
+        out = pd.DataFrame({k: (np.concatenate(v) if v else np.array([], dtype=float))
+                            for k, v in cols.items()})
+        out["mean_corr"] = out["sum_corr"] / out["pairs"]
+        return (out[["year", "cluster", "size", "pairs", "sum_corr", "mean_corr",
+                     "n_companies"]], ks)
+
+    def _triu(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if n not in self._triu_cache:
+            self._triu_cache[n] = np.triu_indices(n, 1)
+        return self._triu_cache[n]
+
+    def score(self, partition, method: str = "", years: Iterable[int] | None = None,
+              in_sample: Iterable[int] = IN_SAMPLE,
+              out_of_sample: Iterable[int] = OUT_OF_SAMPLE, within=None) -> MeanCorrResult:
+        """MeanCorr of a partition (Series or dict year -> Series) on every prepared year.
+
+        within: only these tickers (a list, or a dict year -> list) count as clustered, e.g.
+            the companies another method covers; the others count as unclustered."""
+        years = [y for y in (self.years if years is None else years)]
+        unknown = set(years) - set(self.years)
+        if unknown:
+            raise DataError(f"year(s) {sorted(unknown)} not in the return panel "
+                            f"({self.years[0]}-{self.years[-1]})")
+        stats, ks = self._stats_and_k(partition, years, within)
+        by_year = _by_year(stats, {y: len(self._pos[y]) for y in years})
+        by_year["k"] = ks  # clusters of the partition in the universe, singletons included
+        return MeanCorrResult(method=method, by_year=by_year, clusters=stats,
+                              in_sample=tuple(in_sample), out_of_sample=tuple(out_of_sample),
+                              freq=self.freq, universe_size=len(self.tickers))
+
+
+def screened_returns(prices: pd.DataFrame, tickers: Iterable[str] | None = None,
+                     freq: str = "M", **kw) -> pd.DataFrame:
+    """`finsae.data.returns.log_returns` of the `tickers` columns of `prices` (screened).
+
+    For the bundled prices the raw close used by the screen is read through the price cache
+    (parquet), which takes a fraction of a second instead of parsing the CSV each time."""
+    from .data.prices import bundled_prices_path, known_price_fixes, load_prices
+    from .data.returns import log_returns
+    cols = list(prices.columns if tickers is None else tickers)
+    missing = pd.Index(cols).difference(prices.columns)
+    if len(missing):
+        raise DataError(f"{len(missing)} ticker(s) without prices, e.g. "
+                        f"{', '.join(missing[:5])}")
+    sub = prices[cols]
+    sub.attrs = dict(prices.attrs)
+    if (kw.get("screen", True) and "raw_close" not in kw and "fixes" not in kw
+            and str(prices.attrs.get("source", "")).startswith("bundled")):
+        kw["raw_close"] = load_prices(bundled_prices_path("raw"), source="file")
+        kw["fixes"] = known_price_fixes()
+    return log_returns(sub, freq, **kw)
+
+
+def _for_year(partition, year: int):
+    if isinstance(partition, Mapping):
+        if year not in partition:
+            raise DataError(f"the partition has no clusters for {year}")
+        return partition[year]
+    return partition
+
+
+def _by_year(stats: pd.DataFrame, n_companies: dict[int, int]) -> pd.DataFrame:
+    g = stats.groupby("year")[["mean_corr", "sum_corr", "pairs", "size"]]
+    sums, means, counts = g.sum(), g.mean(), g.count()
+    out = pd.DataFrame({
+        "mean_corr": means["mean_corr"],
+        "pair_weighted": sums["sum_corr"] / sums["pairs"],
+        "n_clusters": counts["size"],
+        "n_covered": sums["size"],
+        "n_pairs": sums["pairs"],
+    }).reindex(list(n_companies))
+    out["n_clusters"] = out["n_clusters"].fillna(0).astype(int)
+    out["n_covered"] = out["n_covered"].fillna(0).astype(int)
+    out["n_companies"] = pd.Series(n_companies)
+    out["coverage"] = out["n_covered"] / out["n_companies"]
+    out.index.name = "year"
+    return out
+
+
+# ----------------------------------------------------------------------------- results
+
+@dataclass
+class MeanCorrResult:
+    """MeanCorr of one method, statsmodels-style: ``summary()``, ``conf_int()``, ``to_dict()``.
+
+    by_year: DataFrame indexed by year (mean_corr, pair_weighted, n_clusters = clusters scored
+        that year (>= 2 members with complete returns), n_covered, n_pairs, n_companies,
+        coverage, k = clusters of the partition in the universe, singletons included). clusters: one row per scored cluster and year.
+    """
+
+    method: str
+    by_year: pd.DataFrame
+    clusters: pd.DataFrame
+    in_sample: tuple = IN_SAMPLE
+    out_of_sample: tuple = OUT_OF_SAMPLE
+    freq: str = "M"
+    universe_size: int = 0
+    notes: dict = field(default_factory=dict)
+    seed_std: pd.DataFrame | None = None  # random partitions: spread over seeds, by year
+
+    def _years(self, years) -> list[int]:
+        if years is None:
+            return list(self.by_year.index)
+        if isinstance(years, str):
+            years = {"all": self.by_year.index, "in_sample": self.in_sample,
+                     "out_of_sample": self.out_of_sample}[years]
+        return [y for y in years if y in self.by_year.index]
+
+    def mean_corr(self, years=None, weighting: str = "unweighted") -> float:
+        """Average over `years` (None/"all", "in_sample", "out_of_sample" or a list) of the
+        per-year MeanCorr ("unweighted") or the pair-weighted figure ("pairs")."""
+        col = {"unweighted": "mean_corr", "pairs": "pair_weighted"}[weighting]
+        return float(self.by_year.loc[self._years(years), col].mean())
+
+    @property
+    def coverage(self) -> float:
+        return float(self.by_year["coverage"].mean())
+
+    @property
+    def n_clusters(self) -> float:
+        return float(self.by_year["n_clusters"].mean())
+
+    def conf_int(self, alpha: float = 0.05, years=None, weighting: str = "unweighted",
+                 by: str = "year", n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+        """Percentile bootstrap interval of `mean_corr(years, weighting)`.
+
+        by="year": resample years (the year-to-year variation of co-movement);
+        by="cluster": resample the scored clusters within each year (stratified), which holds
+        the years fixed and asks how much the figure depends on which clusters were formed.
+        """
+        ys = self._years(years)
+        rng = np.random.default_rng(seed)
+        if by == "year":
+            col = "mean_corr" if weighting == "unweighted" else "pair_weighted"
+            v = self.by_year.loc[ys, col].to_numpy(dtype=float)
+            v = v[np.isfinite(v)]
+            if len(v) == 0:
+                return (np.nan, np.nan)
+            boots = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+        elif by == "cluster":
+            if not len(self.clusters):
+                return (np.nan, np.nan)
+            per_year = []
+            for y in ys:
+                cs = self.clusters[self.clusters["year"] == y]
+                if not len(cs):
+                    continue
+                idx = rng.integers(0, len(cs), size=(n_boot, len(cs)))
+                if weighting == "unweighted":
+                    per_year.append(cs["mean_corr"].to_numpy()[idx].mean(axis=1))
+                else:
+                    per_year.append(cs["sum_corr"].to_numpy()[idx].sum(axis=1)
+                                    / cs["pairs"].to_numpy()[idx].sum(axis=1))
+            if not per_year:
+                return (np.nan, np.nan)
+            boots = np.mean(per_year, axis=0)
+        else:
+            raise ValueError(f"by must be 'year' or 'cluster', not {by!r}")
+        lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+        return float(lo), float(hi)
+
+    def summary(self) -> pd.Series:
+        """One row of the comparison table."""
+        lo, hi = self.conf_int()
+        return pd.Series({
+            "mean_corr": self.mean_corr(),
+            "ci_low": lo, "ci_high": hi,
+            "in_sample": self.mean_corr("in_sample"),
+            "out_of_sample": self.mean_corr("out_of_sample"),
+            "pair_weighted": self.mean_corr(weighting="pairs"),
+            "pair_weighted_out_of_sample": self.mean_corr("out_of_sample", "pairs"),
+            "coverage": self.coverage,
+            "n_clusters": self.n_clusters,
+            "k": float(self.by_year["k"].mean()) if "k" in self.by_year else np.nan,
+            "n_companies": float(self.by_year["n_companies"].mean()),
+        }, name=self.method)
+
+    def to_dict(self, ci_by: str = "year", n_boot: int = 2000) -> dict:
+        """The JSON record of `finsae evaluate --json`."""
+        def ci(years, weighting="unweighted"):
+            return list(self.conf_int(years=years, weighting=weighting, by=ci_by, n_boot=n_boot))
+        by_year = {int(y): {k: (None if pd.isna(v) else float(v) if isinstance(v, float)
+                                else int(v)) for k, v in r.items()}
+                   for y, r in self.by_year.iterrows()}
+        out = {
+            "mean_corr": _f(self.mean_corr()),
+            "mean_corr_ci": ci(None),
+            "mean_corr_in_sample": _f(self.mean_corr("in_sample")),
+            "mean_corr_in_sample_ci": ci("in_sample"),
+            "mean_corr_out_of_sample": _f(self.mean_corr("out_of_sample")),
+            "mean_corr_out_of_sample_ci": ci("out_of_sample"),
+            "pair_weighted": _f(self.mean_corr(weighting="pairs")),
+            "pair_weighted_ci": ci(None, "pairs"),
+            "pair_weighted_in_sample": _f(self.mean_corr("in_sample", "pairs")),
+            "pair_weighted_out_of_sample": _f(self.mean_corr("out_of_sample", "pairs")),
+            "coverage": _f(self.coverage),
+            "n_clusters": _f(self.n_clusters),
+            "k": _f(float(self.by_year["k"].mean())) if "k" in self.by_year else None,
+            "ci": {"level": 0.95, "bootstrap": ci_by, "n_boot": n_boot},
+            "by_year": by_year,
+        }
+        if self.notes:
+            out["notes"] = self.notes
+        return out
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return (f"MeanCorrResult({self.method!r}: {s.mean_corr:.3f} [{s.ci_low:.3f}, "
+                f"{s.ci_high:.3f}], in {s.in_sample:.3f} / out {s.out_of_sample:.3f}, "
+                f"pair-weighted {s.pair_weighted:.3f}, coverage {s.coverage:.2f}, "
+                f"K {s.n_clusters:.1f})")
+
+
+def _f(x) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def average_results(results: list[MeanCorrResult], method: str) -> MeanCorrResult:
+    """Mean over seeds (e.g. random partitions) of the per-year figures; the cluster table of
+    the first seed is kept for the cluster bootstrap, and the spread over seeds in seed_std."""
+    if not results:
+        raise ValueError("no results to average")
+    cols = [c for c in results[0].by_year.columns if c in (
+        "mean_corr", "pair_weighted", "n_clusters", "n_covered", "n_pairs", "n_companies",
+        "coverage", "k")]
+    stack = pd.concat([r.by_year[cols] for r in results], keys=range(len(results)))
+    by_year = stack.groupby(level="year").mean()
+    r0 = results[0]
+    return MeanCorrResult(method=method, by_year=by_year, clusters=r0.clusters,
+                          in_sample=r0.in_sample, out_of_sample=r0.out_of_sample,
+                          freq=r0.freq, universe_size=r0.universe_size,
+                          notes={"n_seeds": len(results)},
+                          seed_std=stack.groupby(level="year").std())
+
+
+def compare(results: Iterable[MeanCorrResult]) -> pd.DataFrame:
+    """The comparison table: one row per method (see `MeanCorrResult.summary`)."""
+    return pd.DataFrame([r.summary() for r in results])
+
+
+# ----------------------------------------------------------------------------- threshold protocols
+
+def threshold_scores(panel: ReturnPanel, partitions: Mapping[float, object],
+                     weighting: str = "unweighted", min_coverage: float = 0.0,
+                     max_cluster_share: float = 1.0) -> pd.DataFrame:
+    """theta x year table of MeanCorr for a grid of partitions (e.g. `mst_threshold_path`).
+
+    Years where a partition covers less than `min_coverage` of the year's companies, or where
+    its largest cluster holds more than `max_cluster_share` of them (a giant component), score
+    NaN, so that threshold is never chosen for them."""
+    col = "mean_corr" if weighting == "unweighted" else "pair_weighted"
+    rows = {}
+    for theta, part in partitions.items():
+        res = panel.score(part)
+        by = res.by_year
+        ok = by["coverage"] >= min_coverage
+        if max_cluster_share < 1.0:
+            largest = res.clusters.groupby("year")["size"].max().reindex(by.index).fillna(0)
+            ok &= largest <= max_cluster_share * by["n_companies"]
+        rows[theta] = by[col].where(ok)
+    return pd.DataFrame(rows).T.rename_axis(index="theta", columns="year")
+
+
+def select_fixed(scores: pd.DataFrame, fit_years: Iterable[int] = IN_SAMPLE) -> float:
+    """The theta with the best mean score over `fit_years` (ties: the smallest theta)."""
+    ys = [y for y in fit_years if y in scores.columns]
+    if not ys:
+        raise DataError("no fitting year in the threshold scores")
+    mean = scores[ys].mean(axis=1, skipna=False)
+    if mean.isna().all():
+        raise DataError("no threshold is admissible on the fitting years: each leaves coverage "
+                        "below --min-coverage or forms a cluster above --max-cluster-share in "
+                        "some year")
+    return float(mean.idxmax())
+
+
+def select_rolling(scores: pd.DataFrame, years: Iterable[int] = YEARS,
+                   window: int = 5) -> dict[int, float]:
+    """For each year t, the theta with the best mean score over the previous `window` years
+    (only those present in `scores`; at least one is needed)."""
+    out = {}
+    for t in years:
+        prev = [y for y in range(t - window, t) if y in scores.columns]
+        if not prev:
+            raise DataError(f"rolling threshold for {t} needs scores of an earlier year")
+        out[int(t)] = select_fixed(scores, prev)
+    return out
+

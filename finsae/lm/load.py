@@ -8,12 +8,14 @@ safetensors under ``cache_dir("models")``, so later loads take about a second.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,6 +226,39 @@ def _known_gguf(name: str) -> Path:
     return path
 
 
+@contextmanager
+def _memoized_gguf():
+    """Within the block, parse the GGUF file once and build each tensor-name map once.
+
+    transformers re-reads the whole file for the config, the tokenizer and the weights (each
+    parse walks the 49k-entry vocabulary, ~4 s) and rebuilds gguf's tensor-name map for every
+    submodule (~400 times, ~0.05 s each): together most of a first load. transformers imports
+    both names from the gguf module at call time, so swapping them there for the duration of
+    this one-off conversion is enough; they are restored on exit.
+    """
+    import gguf
+
+    saved = {name: getattr(gguf, name, None) for name in ("GGUFReader", "get_tensor_name_map")}
+    if None in saved.values():  # another gguf layout: just run unmemoized
+        yield
+        return
+    readers: dict = {}
+
+    def reader(path, *args, **kwargs):
+        key = (str(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = saved["GGUFReader"](path, *args, **kwargs)
+        return readers[key]
+
+    try:
+        gguf.GGUFReader = reader
+        gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(saved["get_tensor_name_map"])
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(gguf, name, value)
+
+
 def _dequantized(gguf_path: Path, trust_remote_code: bool) -> Path:
     """A folder with the GGUF model as float safetensors + config + tokenizer (built once)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -238,11 +273,12 @@ def _dequantized(gguf_path: Path, trust_remote_code: bool) -> Path:
         return final
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
     try:
-        tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
-                                            trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
-                                                     dtype=torch.float32,
-                                                     trust_remote_code=trust_remote_code)
+        with _memoized_gguf():
+            tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32,
+                trust_remote_code=trust_remote_code)
         # The weights are already plain floats, but transformers still marks the model as
         # GGUF-quantized (refusing save_pretrained, and a saved quantization_config would make
         # from_pretrained look for a .gguf file again): drop both marks.

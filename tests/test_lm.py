@@ -206,7 +206,7 @@ def test_means_only_store(lm):
         means.tokens(1)
 
 
-def test_bad_inputs_get_clear_errors(lm):
+def test_bad_inputs_get_clear_errors(lm, monkeypatch):
     with pytest.raises(IndexError, match=r"0\.\.3"):
         encode_texts(lm, SENTENCES, layers=[4], cache=False)
     with pytest.raises(ValueError, match="text 1"):
@@ -219,6 +219,10 @@ def test_bad_inputs_get_clear_errors(lm):
         load_lm("no-such-model")
     with pytest.raises(DataError, match="not found"):
         load_lm("/nonexistent/model.gguf")
+    with monkeypatch.context() as m:
+        _offline(m)
+        with pytest.raises(DataError, match="HF_HUB_OFFLINE"):
+            load_lm("finsae-test/no-such-model")
     with pytest.raises(IndexError, match="0..3"):
         block(lm.model, 4)
 
@@ -268,9 +272,17 @@ def test_load_from_folder_and_cli(tmp_path, tokenizer, capsys):
     assert "out of range" in capsys.readouterr().err
 
 
+def _offline(monkeypatch):
+    """HF_HUB_OFFLINE is read when huggingface_hub is imported, so patch the constant too."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
 @pytest.mark.integration
 def test_default_model_offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _offline(monkeypatch)
     t0 = time.perf_counter()
     lm = load_lm()                      # first load in this cache: dequantizes the GGUF
     first = time.perf_counter() - t0

@@ -129,7 +129,9 @@ def load_lm(name: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.devi
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype,
                                                      trust_remote_code=trust_remote_code, **kw)
     except OSError as e:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        from huggingface_hub.constants import is_offline_mode
+
+        offline = is_offline_mode()
         hint = (" (HF_HUB_OFFLINE=1: only models already in the local hub cache can be loaded)"
                 if offline else "")
         raise DataError(f"could not load model {key!r}{hint}: {e}") from e

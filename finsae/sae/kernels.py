@@ -21,6 +21,7 @@ from __future__ import annotations
 import warnings
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -28,14 +29,13 @@ from torch import Tensor
 
 class EncoderOutput(NamedTuple):
     top_acts: Tensor      # [N, k] activations of the selected latents (>= 0)
-    top_indices: Tensor   # [N, k] their latent ids, increasing along each row
+    top_indices: Tensor   # [N, k] their latent ids, in no particular order
 
 
 def topk_select(pre: Tensor, k: int) -> EncoderOutput:
-    """TopK then ReLU, with indices sorted along each row (CSR wants sorted columns)."""
+    """TopK then ReLU (the same as ReLU then TopK where it matters: ties at zero aside)."""
     vals, idx = pre.topk(k, dim=-1, sorted=False)
-    idx, order = idx.sort(dim=-1)
-    return EncoderOutput(vals.gather(-1, order).relu_(), idx)
+    return EncoderOutput(vals.relu_(), idx)
 
 
 def decode(top_acts: Tensor, top_indices: Tensor, W_dec: Tensor) -> Tensor:
@@ -48,7 +48,13 @@ def _pattern(idx: Tensor, d_sae: int):
     """Sort the (latent, token) pairs by latent once, for both sparse products."""
     n, k = idx.shape
     flat = idx.reshape(-1)
-    perm = flat.argsort()
+    if flat.device.type == "cpu":
+        # numpy's stable sort is a radix sort for small integer keys: ~10x torch.argsort here
+        key = flat.numpy().astype(np.int16 if d_sae < 2**15 else np.int32)
+        perm = torch.from_numpy(np.argsort(key, kind="stable"))
+    else:
+        perm = flat.argsort(stable=True)
+    # stable: tokens stay in order within a latent, so the COO indices are truly coalesced
     coo_idx = torch.stack([flat[perm], perm.div(k, rounding_mode="floor")])
     return perm, coo_idx
 
@@ -76,9 +82,17 @@ class _TopKSAE(torch.autograd.Function):
     """recon = decode(topk(relu((x - b_dec) W_enc^T + b_enc))) + b_dec with a sparse backward."""
 
     @staticmethod
-    def forward(ctx, x, W_enc, b_enc, W_dec, b_dec, k):
+    def forward(ctx, x, W_enc, b_enc, W_dec, b_dec, k, workspace):
         xc = x - b_dec
-        pre = torch.addmm(b_enc, xc, W_enc.t())
+        # the [N, d_sae] pre-activations are the one big temporary; a fresh 75 MB block is
+        # page-faulted in on every step, a reused one is not
+        shape = (x.shape[0], W_enc.shape[0])
+        buf = workspace.get("pre") if workspace is not None else None
+        if buf is None or buf.shape != shape or buf.dtype != x.dtype or buf.device != x.device:
+            buf = torch.empty(shape, dtype=x.dtype, device=x.device)
+            if workspace is not None:
+                workspace["pre"] = buf
+        pre = torch.addmm(b_enc, xc, W_enc.t(), out=buf)
         acts, idx = topk_select(pre, k)
         del pre
         recon = decode(acts, idx, W_dec) + b_dec
@@ -110,9 +124,13 @@ class _TopKSAE(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = F.embedding_bag(idx, W_enc, per_sample_weights=g_pre, mode="sum")
         return (grad_x, grad_W_enc, grad_b_enc if ctx.needs_input_grad[2] else None,
-                grad_W_dec, grad_b_dec, None)
+                grad_W_dec, grad_b_dec, None, None)
 
 
-def topk_sae(x: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, b_dec: Tensor, k: int):
-    """(recon [N, d_in], top_acts [N, k], top_indices [N, k]) via the sparse kernels."""
-    return _TopKSAE.apply(x, W_enc, b_enc, W_dec, b_dec, k)
+def topk_sae(x: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, b_dec: Tensor, k: int,
+             workspace: dict | None = None):
+    """(recon [N, d_in], top_acts [N, k], top_indices [N, k]) via the sparse kernels.
+
+    workspace: a dict kept by the caller between steps, to reuse the pre-activation buffer.
+    """
+    return _TopKSAE.apply(x, W_enc, b_enc, W_dec, b_dec, k, workspace)

@@ -191,6 +191,8 @@ def _adam(params, lr):
 
 def folded_copy(sae: SparseAutoencoder, scale: float) -> SparseAutoencoder:
     out = copy.deepcopy(sae).eval()
+    if hasattr(out, "_workspace"):
+        out._workspace = {}
     out.fold_input_scale(scale)
     return out
 
@@ -264,7 +266,7 @@ def train_sae(source, sae_cfg: SAEConfig | dict | None = None,
         since_fired[o.fired] = 0
         tokens += len(x)
         steps += 1
-        now = {"fvu": float(o.fvu), "l0": float(o.l0), "dead": float(dead.float().mean())}
+        now = {"fvu": float(o.fvu.detach()), "l0": float(o.l0), "dead": float(dead.float().mean())}
         ema = now if ema is None else {k: 0.9 * ema[k] + 0.1 * v for k, v in now.items()}
         if steps % 10 == 0 or tokens >= tc.tokens:
             history.append({"tokens": tokens, **now})

@@ -51,7 +51,7 @@ def test_training_learns_and_reports(tmp_path):
     assert cfg["train"]["n_massive_dropped"] == 2
     assert cfg["train"]["activation_scale_folded"] == pytest.approx(r.activation_scale)
     # b_dec started at the data's geometric median, not at zero (raw space after folding)
-    assert float(sae.b_dec.mean()) > 3
+    assert float(sae.b_dec.detach().mean()) > 3
 
 
 def test_same_seed_same_weights_other_seed_differs():

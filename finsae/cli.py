@@ -13,6 +13,7 @@ from .data.errors import DataError
 #: verb -> (module providing register(), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("finsae.data.cli", "validate inputs and print coverage"),
+    "encode": ("finsae.lm.cli", "LM activations of every company description (cached)"),
 }
 
 

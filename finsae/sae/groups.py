@@ -224,3 +224,224 @@ def plot_distances(dist, path, groups: Sequence[Sequence[int]] | None = None,
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------------- group training data
+
+def group_tokens(acts, group: Sequence[int], seed: int = 0) -> torch.Tensor:
+    """The training set of a group's SAE: token n is the activation of a random layer of the
+    group at token n (uniform, seeded). `acts` is [L, N, d] or a dict layer -> [N, d] holding
+    the same N tokens for every layer; the result is [N, d], as many tokens as one layer has,
+    so a group SAE sees the same number of tokens as a per-layer SAE."""
+    group = list(group)
+    first = acts[group[0]]
+    n = first.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randint(len(group), (n,), generator=g)
+    out = torch.empty_like(first)
+    for j, layer in enumerate(group):
+        sel = pick == j
+        out[sel] = acts[layer][sel]
+    return out
+
+
+def mixed_layer_batches(batches: Iterable, group: Sequence[int], seed: int = 0):
+    """Streaming form of `group_tokens`: from batches holding every layer ([L, N, d] or dict),
+    yield [N, d] batches whose token n comes from a random layer of the group."""
+    g = torch.Generator().manual_seed(seed)
+    group = list(group)
+    for b in batches:
+        first = b[group[0]]
+        pick = torch.randint(len(group), (first.shape[0],), generator=g)
+        out = torch.empty_like(first)
+        for j, layer in enumerate(group):
+            out[pick == j] = b[layer][pick == j]
+        yield out
+
+
+# ------------------------------------------------------------------------------- cost model
+
+def sae_train_flops(d_in: int, d_sae: int, k: int, sparse: bool = True) -> float:
+    """FLOPs per training token of a TopK SAE.
+
+    Dense encoder forward 2*d*m. With the sparse kernels the encoder's weight gradient touches
+    only the k selected rows (2*k*d) and the decoder is a gather of k rows (forward 2*k*d,
+    backward 4*k*d); without them every matmul is dense (forward + backward = 3 x forward).
+    AuxK and the optimizer step (O(d*m) but not per token) are left out.
+    """
+    if sparse:
+        return 2 * d_in * d_sae + 8 * k * d_in
+    return 3 * (2 * d_in * d_sae + 2 * d_sae * d_in)
+
+
+def lm_forward_flops(params_per_block: float, depth: int, seq_len: int, d_model: int) -> float:
+    """FLOPs per token of an LM forward through `depth` blocks: 2 * params per block plus the
+    causal attention scores and mixing (2 * 2 * d * seq / 2 per block, halved by the mask)."""
+    return depth * (2 * params_per_block + 2 * d_model * seq_len)
+
+
+class Cost(NamedTuple):
+    capture: float
+    train: float
+
+    @property
+    def total(self) -> float:
+        return self.capture + self.train
+
+
+def training_cost(groups: Sequence[Sequence[int]], tokens: int, train_per_token: float | Sequence[float],
+                  capture_per_token_depth: float, shared_capture: bool) -> Cost:
+    """Cost (FLOPs or seconds) of training one SAE per group on `tokens` tokens each.
+
+    train_per_token: cost of one SAE training token (one number, or one per group).
+    capture_per_token_depth: cost of one token through one LM block.
+    shared_capture=True: one LM forward through the deepest layer feeds every SAE (activations
+    of all layers captured together, as in the experiment); False: each SAE's run does its own
+    forward up to its deepest layer (separate training runs, the paper's accounting).
+    """
+    per = ([train_per_token] * len(groups) if np.isscalar(train_per_token)
+           else list(train_per_token))
+    train = sum(p * tokens for p in per)
+    if shared_capture:
+        depth = max(max(g) for g in groups) + 1
+        capture = tokens * depth * capture_per_token_depth
+    else:
+        capture = sum(tokens * (max(g) + 1) * capture_per_token_depth for g in groups)
+    return Cost(float(capture), float(train))
+
+
+def saving(baseline: Cost, other: Cost) -> float:
+    """Fraction of the baseline's total cost saved."""
+    return 1.0 - other.total / baseline.total
+
+
+def equal_compute_width(d_in: int, d_sae: int, k: int, n_saes: int, n_layers: int,
+                        multiple: int = 64) -> int:
+    """Width of per-layer SAEs whose total training FLOPs (n_layers of them) match n_saes SAEs
+    of width d_sae: the 'smaller per-layer SAEs at equal compute' baseline."""
+    budget = sae_train_flops(d_in, d_sae, k) * n_saes / n_layers
+    m = (budget - 8 * k * d_in) / (2 * d_in)
+    return max(multiple, int(m // multiple) * multiple, k)
+
+
+# ---------------------------------------------------------------------------------- training
+
+def train_group_sae(acts, group: Sequence[int], sae_cfg, train_cfg, *, out=None,
+                    seed: int = 0):
+    """One SAE for a group of layers (`finsae.sae.train_sae` on `group_tokens`). The saved
+    cfg.json records the group under meta['layers']."""
+    import copy as _copy
+
+    from .train import train_sae
+    cfg = _copy.deepcopy(sae_cfg)
+    cfg.meta = {**cfg.meta, "layers": [int(l) for l in group], "hook": "resid_post",
+                "group_sae": True}
+    # float32: a float16 cache would overflow in the squared norms of the activation scale
+    return train_sae(group_tokens(acts, group, seed).float(), cfg, train_cfg, out=out)
+
+
+def transfer_sae(init, source, train_cfg, *, out=None, layer: int | None = None):
+    """Fine-tune a copy of a trained SAE (`init`, acting on raw activations) on `source`, the
+    activations of another layer: layer-wise transfer (Ghilardi et al. 2024).
+
+    Uses train_sae's resume path: the copy is rescaled to the new layer's activation scale and
+    handed over as a checkpoint with a fresh optimizer, zero tokens and no dead latents, so
+    b_dec and every weight start from `init` instead of the usual initialisation.
+    """
+    import copy as _copy
+    import tempfile
+    from pathlib import Path
+
+    from .metrics import massive_token_mask
+    from .train import _adam, train_sae
+    from .config import default_lr
+
+    sae = _copy.deepcopy(init).train()
+    sae.cfg = _copy.deepcopy(init.cfg)
+    sae.cfg.meta = {**sae.cfg.meta, "transfer_from": sae.cfg.meta.get("layer",
+                                                                         sae.cfg.meta.get("layers")),
+                    **({"layer": int(layer)} if layer is not None else {})}
+    if not isinstance(source, torch.Tensor):
+        raise TypeError("transfer_sae needs the new layer's activations as a [tokens, d] tensor")
+    x = source.float()
+    scale = 1.0
+    if train_cfg.normalize_activations:     # the same scale train_sae would compute
+        kept = x[~massive_token_mask(x, train_cfg.massive_factor)].float()
+        sample = kept[torch.randperm(len(kept), generator=torch.Generator().manual_seed(
+            train_cfg.seed))[:65536]]
+        scale = float(1.0 / sample.pow(2).sum(1).mean().sqrt().clamp_min(1e-12))
+    sae.fold_input_scale(1.0 / scale)       # now acts on scale * x, as training expects
+    lr = train_cfg.lr if train_cfg.lr is not None else default_lr(sae.cfg.d_sae)
+    state = {"sae": sae.state_dict(), "opt": _adam(list(sae.parameters()), lr).state_dict(),
+             "since_fired": torch.zeros(sae.cfg.d_sae, dtype=torch.long), "tokens": 0,
+             "steps": 0, "scale": scale,
+             "rng": torch.Generator().manual_seed(train_cfg.seed).get_state()}
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(state, Path(tmp) / "trainer.pt")
+        return train_sae(x, sae.cfg, train_cfg, out=out, resume=tmp)
+
+
+# ------------------------------------------------------------------------ from a language model
+
+@torch.no_grad()
+def model_layer_distances(lm, texts: Sequence[str], *, max_tokens: int = 128,
+                          batch_size: int = 8, center: str = "running",
+                          massive_factor: float | None = 10.0,
+                          token_budget: int | None = None) -> tuple[np.ndarray, dict]:
+    """Angular distances between the outputs of every block of `lm` (a `finsae.lm.LM`) on
+    `texts`, streamed one batch of texts at a time: hooks on every block feed
+    `AngularDistance` and nothing is kept. A BOS is prepended (the attention sink then sits on
+    it) and dropped with the padding; tokens whose norm exceeds massive_factor x the layer's
+    median in the batch at any layer are dropped too and counted. Stops after token_budget
+    tokens. Returns (matrix, info)."""
+    from ..lm.load import decoder_layers
+    from .metrics import massive_token_mask
+
+    if not len(texts):
+        raise ValueError("no texts")
+    tok = lm.tokenizer
+    layers = decoder_layers(lm.model)
+    acc = AngularDistance(len(layers), center)
+    outs: list = [None] * len(layers)
+
+    def hook(i):
+        def f(_m, _i, o):
+            outs[i] = o[0] if isinstance(o, tuple) else o
+        return f
+
+    handles = [b.register_forward_hook(hook(i)) for i, b in enumerate(layers)]
+    bos = tok.bos_token_id
+    n_massive = n_seen = 0
+    try:
+        for s in range(0, len(texts), batch_size):
+            enc = tok(list(texts[s:s + batch_size]), add_special_tokens=False, truncation=True,
+                      max_length=max_tokens)["input_ids"]
+            ids = [([bos] if bos is not None else []) + x for x in enc if x]
+            if not ids:
+                continue
+            T = max(map(len, ids))
+            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+            inp = torch.tensor([x + [pad] * (T - len(x)) for x in ids], device=lm.device)
+            mask = torch.tensor([[1] * len(x) + [0] * (T - len(x)) for x in ids],
+                                device=lm.device)
+            lm.model(input_ids=inp, attention_mask=mask, use_cache=False)
+            keep = mask.bool()
+            if bos is not None:
+                keep[:, 0] = False
+            acts = torch.stack([o[keep].float().cpu() for o in outs])     # [L, n, d]
+            massive = torch.zeros(acts.shape[1], dtype=torch.bool)
+            if massive_factor is not None:
+                for a in acts:
+                    massive |= massive_token_mask(a, massive_factor)
+            n_seen += acts.shape[1]
+            n_massive += int(massive.sum())
+            acc.update(acts, ~massive)
+            if token_budget is not None and acc.n_tokens >= token_budget:
+                break
+    finally:
+        for h in handles:
+            h.remove()
+    return acc.result(), {"n_tokens": acc.n_tokens, "n_tokens_seen": n_seen,
+                          "n_massive_dropped": n_massive, "n_texts": min(s + batch_size,
+                                                                          len(texts)),
+                          "center": center, "massive_factor": massive_factor}

@@ -14,6 +14,7 @@ from .data.errors import DataError
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("finsae.data.cli", "validate inputs and print coverage"),
     "encode": ("finsae.lm.cli", "LM activations of every company description (cached)"),
+    "sae": ("finsae.sae.cli", "train and evaluate sparse autoencoders"),
 }
 
 

@@ -87,8 +87,12 @@ def run_groups(args) -> int:
         json.dump(out, sys.stdout, indent=1)
         print()
         return 0
-    print(f"angular distance over {info.get('n_tokens', '?')} tokens "
-          f"(centring: {info.get('center', '?')})")
+    if args.distances:
+        print(f"angular distances from {args.distances}")
+    else:
+        print(f"angular distance of {info['model']} over {info['n_tokens']} tokens "
+              f"(centring: {info['center']}; {info['n_massive_dropped']} massive tokens "
+              f"dropped)")
     print("  G  SAEs  AMAD")
     for g, v in res.amad.items():
         mark = "  <- chosen" if g == res.chosen_g else ""

@@ -596,6 +596,22 @@ Recovery at half the scratch budget (paper: >= 90% of scratch quality with half 
 ce_recovery = CE-loss score ratio, one_minus_fvu_recovery = (1 - FVU) ratio):
 
 {markdown(rec)}
+
+## Caveats
+
+- A transferred SAE has seen its neighbour's training tokens as well as its own fine-tuning
+  tokens, while "scratch" has seen only its own. With SAEs this far from converged, that extra
+  training shows up as recovery above 100%; the papers' comparison (scratch converged on 1B
+  tokens) is a harder test that this scale cannot run.
+- FLOPs and seconds disagree on the shared-capture saving: in FLOPs the LM forward (about
+  2 x 135M per token) dwarfs a 1,152-latent SAE, so saving SAE training saves little; in
+  measured seconds SAE training on this loaded CPU ran far below its FLOP count (small
+  matmuls, optimizer and bookkeeping per step), so training dominated.
+- The equal-compute baseline matches training FLOPs, not seconds (per-step overheads do not
+  shrink with the width).
+- The CE metrics rest on {s.ce_tokens} tokens at {len(s.ce_layers.split(','))} layers; the
+  FVU differences between AMAD and evenly spaced groups are within what a different seed
+  would move.
 """
     (out / "README.md").write_text(text)
 

@@ -1,0 +1,389 @@
+"""MeanCorr: how well a grouping of companies captures return co-movement.
+
+For each year y, the Pearson correlation of two companies' log returns within that year (12
+monthly returns by default, or the daily returns) is averaged over the pairs inside each cluster,
+then over clusters (unweighted, as in Molinari et al. 2025); the pair-weighted variant averages
+over all within-cluster pairs at once (large clusters weigh more). Years are then averaged.
+
+Conventions (kept identical for every method so the numbers are comparable):
+
+- One universe for every method (`ReturnPanel.tickers`); a company-year counts only when the
+  company has complete returns that year (all 12 months, or every trading day for daily) with
+  non-zero variance. A cluster is scored in year y when it has >= 2 such members.
+- coverage = share of the year's scored companies that sit in a scored cluster; n_clusters =
+  number of scored clusters. Both are reported per year and averaged over years.
+- In-sample years (default 2001-2010) choose any parameter (threshold, K, lookback); the
+  out-of-sample years (default 2011-2020) are only reported.
+
+The per-year correlation matrix is computed once (`ReturnPanel`); each partition is then scored
+with a one-hot matrix product, so a method over 20 years takes a few milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .data.errors import DataError
+
+IN_SAMPLE = tuple(range(2001, 2011))
+OUT_OF_SAMPLE = tuple(range(2011, 2021))
+YEARS = IN_SAMPLE + OUT_OF_SAMPLE
+
+
+# ----------------------------------------------------------------------------- returns panel
+
+class ReturnPanel:
+    """Per-year return correlation matrices of a fixed universe.
+
+    returns: log returns, DatetimeIndex x ticker (monthly or daily; see `freq`).
+    universe: the tickers every method is evaluated on (default: all columns). A ticker of the
+        universe without a return column is an error.
+    years: the years to prepare (a year without any complete company is an error).
+    freq: "M" (a company-year needs 12 returns) or "D" (a return on every row of that year).
+    """
+
+    def __init__(self, returns: pd.DataFrame, universe: Iterable[str] | None = None,
+                 years: Iterable[int] = YEARS, freq: str = "M"):
+        if freq not in ("M", "D"):
+            raise ValueError(f"freq must be 'M' or 'D', not {freq!r}")
+        if not isinstance(returns.index, pd.DatetimeIndex):
+            raise DataError("returns must have a DatetimeIndex")
+        tickers = pd.Index(returns.columns if universe is None else list(universe))
+        if tickers.has_duplicates:
+            raise DataError(f"duplicate ticker {tickers[tickers.duplicated()][0]} in the universe")
+        missing = tickers.difference(returns.columns)
+        if len(missing):
+            raise DataError(f"{len(missing)} universe ticker(s) without returns, e.g. "
+                            f"{', '.join(missing[:5])}")
+        self.tickers = tickers
+        self.freq = freq
+        self.years: list[int] = []
+        self._pos: dict[int, np.ndarray] = {}
+        self._corr: dict[int, np.ndarray] = {}
+        R = returns[tickers]
+        yr = R.index.year
+        for y in sorted(set(int(v) for v in years)):
+            block = R.loc[yr == y]
+            X = block.to_numpy(dtype=float)
+            if freq == "M" and len(X) != 12:
+                raise DataError(f"monthly returns for {y}: {len(X)} rows, need one per month (12)")
+            if len(X) < 3:
+                raise DataError(f"daily returns for {y}: {len(X)} rows, need at least 3")
+            ok = np.isfinite(X).all(axis=0)
+            ok[ok] = X[:, ok].std(axis=0) > 0
+            pos = np.flatnonzero(ok)
+            if len(pos) < 2:
+                raise DataError(f"returns for {y}: fewer than 2 companies with complete returns")
+            self.years.append(y)
+            self._pos[y] = pos
+            self._corr[y] = np.corrcoef(X[:, pos], rowvar=False)
+
+    @classmethod
+    def from_prices(cls, prices: pd.DataFrame, universe: Iterable[str] | None = None,
+                    years: Iterable[int] = YEARS, freq: str = "M", **kw) -> ReturnPanel:
+        """Screened log returns (`finsae.data.returns.log_returns`) of `prices`."""
+        from .data.returns import log_returns
+        cols = prices.columns if universe is None else list(universe)
+        missing = pd.Index(cols).difference(prices.columns)
+        if len(missing):
+            raise DataError(f"{len(missing)} universe ticker(s) without prices, e.g. "
+                            f"{', '.join(missing[:5])}")
+        return cls(log_returns(prices[cols], freq, **kw), cols, years, freq)
+
+    def companies(self, year: int) -> pd.Index:
+        """Tickers with complete returns in `year`."""
+        return self.tickers[self._pos[year]]
+
+    def corr(self, year: int) -> pd.DataFrame:
+        t = self.companies(year)
+        return pd.DataFrame(self._corr[year], index=t, columns=t)
+
+    def codes(self, partition: pd.Series) -> np.ndarray:
+        """Integer cluster codes over `tickers` (-1 = unclustered / not in the partition)."""
+        if not isinstance(partition, pd.Series):
+            raise DataError(f"a partition must be a pandas Series ticker -> label, "
+                            f"got {type(partition).__name__}")
+        if partition.index.has_duplicates:
+            raise DataError(f"duplicate ticker {partition.index[partition.index.duplicated()][0]}"
+                            " in the partition")
+        lab = partition.reindex(self.tickers)
+        codes, _ = pd.factorize(lab, use_na_sentinel=True)
+        return codes
+
+    def cluster_stats(self, partition, years: Iterable[int] | None = None) -> pd.DataFrame:
+        """Per year and scored cluster: size, pairs, sum and mean of within-cluster correlation.
+
+        partition: a Series ticker -> label, or a dict year -> Series.
+        """
+        rows = []
+        for y in (self.years if years is None else years):
+            part = _for_year(partition, y)
+            codes = self.codes(part)[self._pos[y]]
+            C = self._corr[y]
+            inn = codes >= 0
+            if not inn.any():
+                continue
+            c = codes[inn]
+            K = int(c.max()) + 1
+            M = np.zeros((len(c), K))
+            M[np.arange(len(c)), c] = 1.0
+            n = M.sum(axis=0)
+            quad = np.einsum("ik,ik->k", C[np.ix_(inn, inn)] @ M, M)
+            keep = n >= 2
+            n, quad = n[keep], quad[keep]
+            pairs = n * (n - 1) / 2
+            s = (quad - n) / 2
+            rows.append(pd.DataFrame({"year": y, "cluster": np.flatnonzero(keep), "size": n,
+                                      "pairs": pairs, "sum_corr": s, "mean_corr": s / pairs,
+                                      "n_companies": len(codes)}))
+        if not rows:
+            return pd.DataFrame(columns=["year", "cluster", "size", "pairs", "sum_corr",
+                                         "mean_corr", "n_companies"])
+        return pd.concat(rows, ignore_index=True)
+
+    def score(self, partition, method: str = "", years: Iterable[int] | None = None,
+              in_sample: Iterable[int] = IN_SAMPLE,
+              out_of_sample: Iterable[int] = OUT_OF_SAMPLE) -> MeanCorrResult:
+        """MeanCorr of a partition (Series or dict year -> Series) on every prepared year."""
+        years = [y for y in (self.years if years is None else years)]
+        unknown = set(years) - set(self.years)
+        if unknown:
+            raise DataError(f"year(s) {sorted(unknown)} not in the return panel "
+                            f"({self.years[0]}-{self.years[-1]})")
+        stats = self.cluster_stats(partition, years)
+        by_year = _by_year(stats, {y: len(self._pos[y]) for y in years})
+        return MeanCorrResult(method=method, by_year=by_year, clusters=stats,
+                              in_sample=tuple(in_sample), out_of_sample=tuple(out_of_sample),
+                              freq=self.freq, universe_size=len(self.tickers))
+
+
+def _for_year(partition, year: int) -> pd.Series:
+    if isinstance(partition, Mapping):
+        if year not in partition:
+            raise DataError(f"the partition has no clusters for {year}")
+        return partition[year]
+    return partition
+
+
+def _by_year(stats: pd.DataFrame, n_companies: dict[int, int]) -> pd.DataFrame:
+    g = stats.groupby("year")
+    out = pd.DataFrame({
+        "mean_corr": g["mean_corr"].mean(),
+        "pair_weighted": g["sum_corr"].sum() / g["pairs"].sum(),
+        "n_clusters": g.size(),
+        "n_covered": g["size"].sum(),
+        "n_pairs": g["pairs"].sum(),
+    }).reindex(list(n_companies))
+    out["n_clusters"] = out["n_clusters"].fillna(0).astype(int)
+    out["n_covered"] = out["n_covered"].fillna(0).astype(int)
+    out["n_companies"] = pd.Series(n_companies)
+    out["coverage"] = out["n_covered"] / out["n_companies"]
+    out.index.name = "year"
+    return out
+
+
+# ----------------------------------------------------------------------------- results
+
+@dataclass
+class MeanCorrResult:
+    """MeanCorr of one method, statsmodels-style: ``summary()``, ``conf_int()``, ``to_dict()``.
+
+    by_year: DataFrame indexed by year (mean_corr, pair_weighted, n_clusters, n_covered,
+        n_pairs, n_companies, coverage). clusters: one row per scored cluster and year.
+    """
+
+    method: str
+    by_year: pd.DataFrame
+    clusters: pd.DataFrame
+    in_sample: tuple = IN_SAMPLE
+    out_of_sample: tuple = OUT_OF_SAMPLE
+    freq: str = "M"
+    universe_size: int = 0
+    notes: dict = field(default_factory=dict)
+    seed_std: pd.DataFrame | None = None  # random partitions: spread over seeds, by year
+
+    def _years(self, years) -> list[int]:
+        if years is None:
+            return list(self.by_year.index)
+        if isinstance(years, str):
+            years = {"all": self.by_year.index, "in_sample": self.in_sample,
+                     "out_of_sample": self.out_of_sample}[years]
+        return [y for y in years if y in self.by_year.index]
+
+    def mean_corr(self, years=None, weighting: str = "unweighted") -> float:
+        """Average over `years` (None/"all", "in_sample", "out_of_sample" or a list) of the
+        per-year MeanCorr ("unweighted") or the pair-weighted figure ("pairs")."""
+        col = {"unweighted": "mean_corr", "pairs": "pair_weighted"}[weighting]
+        return float(self.by_year.loc[self._years(years), col].mean())
+
+    @property
+    def coverage(self) -> float:
+        return float(self.by_year["coverage"].mean())
+
+    @property
+    def n_clusters(self) -> float:
+        return float(self.by_year["n_clusters"].mean())
+
+    def conf_int(self, alpha: float = 0.05, years=None, weighting: str = "unweighted",
+                 by: str = "year", n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+        """Percentile bootstrap interval of `mean_corr(years, weighting)`.
+
+        by="year": resample years (the year-to-year variation of co-movement);
+        by="cluster": resample the scored clusters within each year (stratified), which holds
+        the years fixed and asks how much the figure depends on which clusters were formed.
+        """
+        ys = self._years(years)
+        rng = np.random.default_rng(seed)
+        if by == "year":
+            col = "mean_corr" if weighting == "unweighted" else "pair_weighted"
+            v = self.by_year.loc[ys, col].to_numpy(dtype=float)
+            v = v[np.isfinite(v)]
+            if len(v) == 0:
+                return (np.nan, np.nan)
+            boots = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+        elif by == "cluster":
+            if not len(self.clusters):
+                return (np.nan, np.nan)
+            per_year = []
+            for y in ys:
+                cs = self.clusters[self.clusters["year"] == y]
+                if not len(cs):
+                    continue
+                idx = rng.integers(0, len(cs), size=(n_boot, len(cs)))
+                if weighting == "unweighted":
+                    per_year.append(cs["mean_corr"].to_numpy()[idx].mean(axis=1))
+                else:
+                    per_year.append(cs["sum_corr"].to_numpy()[idx].sum(axis=1)
+                                    / cs["pairs"].to_numpy()[idx].sum(axis=1))
+            if not per_year:
+                return (np.nan, np.nan)
+            boots = np.mean(per_year, axis=0)
+        else:
+            raise ValueError(f"by must be 'year' or 'cluster', not {by!r}")
+        lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+        return float(lo), float(hi)
+
+    def summary(self) -> pd.Series:
+        """One row of the comparison table."""
+        lo, hi = self.conf_int()
+        return pd.Series({
+            "mean_corr": self.mean_corr(),
+            "ci_low": lo, "ci_high": hi,
+            "in_sample": self.mean_corr("in_sample"),
+            "out_of_sample": self.mean_corr("out_of_sample"),
+            "pair_weighted": self.mean_corr(weighting="pairs"),
+            "pair_weighted_out_of_sample": self.mean_corr("out_of_sample", "pairs"),
+            "coverage": self.coverage,
+            "n_clusters": self.n_clusters,
+            "n_companies": float(self.by_year["n_companies"].mean()),
+        }, name=self.method)
+
+    def to_dict(self, ci_by: str = "year", n_boot: int = 2000) -> dict:
+        """The JSON record of `finsae evaluate --json`."""
+        def ci(years, weighting="unweighted"):
+            return list(self.conf_int(years=years, weighting=weighting, by=ci_by, n_boot=n_boot))
+        by_year = {int(y): {k: (None if pd.isna(v) else float(v) if isinstance(v, float)
+                                else int(v)) for k, v in r.items()}
+                   for y, r in self.by_year.iterrows()}
+        out = {
+            "mean_corr": _f(self.mean_corr()),
+            "mean_corr_ci": ci(None),
+            "mean_corr_in_sample": _f(self.mean_corr("in_sample")),
+            "mean_corr_in_sample_ci": ci("in_sample"),
+            "mean_corr_out_of_sample": _f(self.mean_corr("out_of_sample")),
+            "mean_corr_out_of_sample_ci": ci("out_of_sample"),
+            "pair_weighted": _f(self.mean_corr(weighting="pairs")),
+            "pair_weighted_ci": ci(None, "pairs"),
+            "pair_weighted_in_sample": _f(self.mean_corr("in_sample", "pairs")),
+            "pair_weighted_out_of_sample": _f(self.mean_corr("out_of_sample", "pairs")),
+            "coverage": _f(self.coverage),
+            "n_clusters": _f(self.n_clusters),
+            "ci": {"level": 0.95, "bootstrap": ci_by, "n_boot": n_boot},
+            "by_year": by_year,
+        }
+        if self.notes:
+            out["notes"] = self.notes
+        return out
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return (f"MeanCorrResult({self.method!r}: {s.mean_corr:.3f} [{s.ci_low:.3f}, "
+                f"{s.ci_high:.3f}], in {s.in_sample:.3f} / out {s.out_of_sample:.3f}, "
+                f"pair-weighted {s.pair_weighted:.3f}, coverage {s.coverage:.2f}, "
+                f"K {s.n_clusters:.1f})")
+
+
+def _f(x) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def average_results(results: list[MeanCorrResult], method: str) -> MeanCorrResult:
+    """Mean over seeds (e.g. random partitions) of the per-year figures; the cluster table of
+    the first seed is kept for the cluster bootstrap, and the spread over seeds in seed_std."""
+    if not results:
+        raise ValueError("no results to average")
+    cols = ["mean_corr", "pair_weighted", "n_clusters", "n_covered", "n_pairs",
+            "n_companies", "coverage"]
+    stack = pd.concat([r.by_year[cols] for r in results], keys=range(len(results)))
+    by_year = stack.groupby(level="year").mean()
+    r0 = results[0]
+    return MeanCorrResult(method=method, by_year=by_year, clusters=r0.clusters,
+                          in_sample=r0.in_sample, out_of_sample=r0.out_of_sample,
+                          freq=r0.freq, universe_size=r0.universe_size,
+                          notes={"n_seeds": len(results)},
+                          seed_std=stack.groupby(level="year").std())
+
+
+def compare(results: Iterable[MeanCorrResult]) -> pd.DataFrame:
+    """The comparison table: one row per method (see `MeanCorrResult.summary`)."""
+    return pd.DataFrame([r.summary() for r in results])
+
+
+# ----------------------------------------------------------------------------- threshold protocols
+
+def threshold_scores(panel: ReturnPanel, partitions: Mapping[float, object],
+                     weighting: str = "unweighted", min_coverage: float = 0.0) -> pd.DataFrame:
+    """theta x year table of MeanCorr for a grid of partitions (e.g. `mst_threshold_path`).
+    Years where a partition covers less than `min_coverage` score NaN (never chosen)."""
+    col = "mean_corr" if weighting == "unweighted" else "pair_weighted"
+    rows = {}
+    for theta, part in partitions.items():
+        by = panel.score(part).by_year
+        v = by[col].where(by["coverage"] >= min_coverage)
+        rows[theta] = v
+    return pd.DataFrame(rows).T.rename_axis(index="theta", columns="year")
+
+
+def select_fixed(scores: pd.DataFrame, fit_years: Iterable[int] = IN_SAMPLE) -> float:
+    """The theta with the best mean score over `fit_years` (ties: the smallest theta)."""
+    ys = [y for y in fit_years if y in scores.columns]
+    if not ys:
+        raise DataError("no fitting year in the threshold scores")
+    mean = scores[ys].mean(axis=1, skipna=False)
+    if mean.isna().all():
+        raise DataError("no threshold is admissible on the fitting years (coverage too low?)")
+    return float(mean.idxmax())
+
+
+def select_rolling(scores: pd.DataFrame, years: Iterable[int] = YEARS,
+                   window: int = 5) -> dict[int, float]:
+    """For each year t, the theta with the best mean score over the previous `window` years
+    (only those present in `scores`; at least one is needed)."""
+    out = {}
+    for t in years:
+        prev = [y for y in range(t - window, t) if y in scores.columns]
+        if not prev:
+            raise DataError(f"rolling threshold for {t} needs scores of an earlier year")
+        out[int(t)] = select_fixed(scores, prev)
+    return out
+
+
+def covered(partition) -> object:
+    """The tickers a partition clusters (a dict per year for a per-year partition)."""
+    if isinstance(partition, Mapping):
+        return {y: covered(p) for y, p in partition.items()}
+    return pd.Index(partition.dropna().index)

@@ -13,6 +13,9 @@ from .data.errors import DataError
 #: verb -> (module providing register(), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("finsae.data.cli", "validate inputs and print coverage"),
+    "similar": ("finsae.features.lookup", "nearest companies by SAE features, with explanations"),
+    "features": ("finsae.features.cli",
+                 "build company features; show, export and explain SAE features"),
 }
 
 

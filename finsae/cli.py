@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "similar": ("finsae.features.lookup", "nearest companies by SAE features, with explanations"),
     "features": ("finsae.features.cli",
                  "build company features; show, export and explain SAE features"),
+    "cluster": ("finsae.cluster_cli", "cluster the universe (MST threshold, agglomerative, "
+                                      "k-means, SIC/GICS labels)"),
+    "evaluate": ("finsae.evaluate_cli", "MeanCorr of clusters vs SIC, GICS, embeddings and "
+                                        "baselines"),
 }
 
 

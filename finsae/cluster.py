@@ -245,8 +245,7 @@ def return_clusters(daily_returns: pd.DataFrame, years: Iterable[int], n_cluster
                             f", found {len(window)} days")
         ok = window.notna().mean() >= min_coverage
         w = window.loc[:, ok & (window.std() > 0)]
-        C = w.corr(min_periods=20).to_numpy()
-        C = np.nan_to_num(C, nan=0.0)
+        C = np.nan_to_num(pairwise_corr(w.to_numpy(dtype=float), min_periods=20), nan=0.0)
         D = np.clip(1.0 - C, 0.0, 2.0)
         np.fill_diagonal(D, 0.0)
         k = min(n_clusters, len(D))
@@ -254,6 +253,25 @@ def return_clusters(daily_returns: pd.DataFrame, years: Iterable[int], n_cluster
                                         metric="precomputed").fit_predict(D)
         out[int(y)] = _labels_series(codes, w.columns)
     return out
+
+
+def pairwise_corr(X: np.ndarray, min_periods: int = 1) -> np.ndarray:
+    """Pearson correlation of the columns of X over pairwise-complete rows (NaN = missing), as
+    ``pandas.DataFrame.corr`` computes it, with five matrix products instead of a pair loop.
+    Pairs with fewer than `min_periods` common rows (or no variance) are NaN."""
+    X = np.asarray(X, dtype=float)
+    W = np.isfinite(X).astype(float)
+    X0 = np.where(W > 0, X, 0.0)
+    n = W.T @ W
+    sx = X0.T @ W            # sx[i, j] = sum of x_i over the rows where i and j are both present
+    sxx = (X0 * X0).T @ W
+    sxy = X0.T @ X0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cov = n * sxy - sx * sx.T
+        var = (n * sxx - sx * sx) * (n * sxx - sx * sx).T
+        C = cov / np.sqrt(var)
+    C[(n < max(min_periods, 2)) | ~(var > 0)] = np.nan
+    return np.clip(C, -1.0, 1.0)
 
 
 def restrict(partition, tickers) -> Partition | dict:

@@ -64,6 +64,8 @@ class ReturnPanel:
         self.years: list[int] = []
         self._pos: dict[int, np.ndarray] = {}
         self._corr: dict[int, np.ndarray] = {}
+        self._upper: dict[int, np.ndarray] = {}  # upper triangle of each year's matrix
+        self._triu_cache: dict[int, tuple] = {}
         R = returns[tickers]
         yr = R.index.year
         for y in sorted(set(int(v) for v in years)):
@@ -81,6 +83,7 @@ class ReturnPanel:
             self.years.append(y)
             self._pos[y] = pos
             self._corr[y] = np.corrcoef(X[:, pos], rowvar=False)
+            self._upper[y] = self._corr[y][self._triu(len(pos))]
 
     @classmethod
     def from_prices(cls, prices: pd.DataFrame, universe: Iterable[str] | None = None,
@@ -119,31 +122,39 @@ class ReturnPanel:
 
         partition: a Series ticker -> label, or a dict year -> Series.
         """
-        rows = []
+        cols = {k: [] for k in ("year", "cluster", "size", "pairs", "sum_corr", "n_companies")}
+        static = None if isinstance(partition, Mapping) else self.codes(partition)
         for y in (self.years if years is None else years):
-            part = _for_year(partition, y)
-            codes = self.codes(part)[self._pos[y]]
-            C = self._corr[y]
-            inn = codes >= 0
-            if not inn.any():
+            codes = (static if static is not None
+                     else self.codes(_for_year(partition, y)))[self._pos[y]]
+            if not (codes >= 0).any():
                 continue
-            c = codes[inn]
-            K = int(c.max()) + 1
-            M = np.zeros((len(c), K))
-            M[np.arange(len(c)), c] = 1.0
-            n = M.sum(axis=0)
-            quad = np.einsum("ik,ik->k", C[np.ix_(inn, inn)] @ M, M)
-            keep = n >= 2
-            n, quad = n[keep], quad[keep]
-            pairs = n * (n - 1) / 2
-            s = (quad - n) / 2
-            rows.append(pd.DataFrame({"year": y, "cluster": np.flatnonzero(keep), "size": n,
-                                      "pairs": pairs, "sum_corr": s, "mean_corr": s / pairs,
-                                      "n_companies": len(codes)}))
-        if not rows:
-            return pd.DataFrame(columns=["year", "cluster", "size", "pairs", "sum_corr",
-                                         "mean_corr", "n_companies"])
-        return pd.concat(rows, ignore_index=True)
+            iu, ju = self._triu(len(codes))
+            ci = codes[iu]
+            same = (ci == codes[ju]) & (ci >= 0)
+            K = int(codes.max()) + 1
+            s = np.bincount(ci[same], weights=self._upper[y][same], minlength=K)
+            n = np.bincount(codes[codes >= 0], minlength=K).astype(float)
+            keep = np.flatnonzero(n >= 2)
+            cols["year"].append(np.full(len(keep), y))
+            cols["cluster"].append(keep)
+            cols["size"].append(n[keep])
+            cols["pairs"].append(n[keep] * (n[keep] - 1) / 2)
+            cols["sum_corr"].append(s[keep])
+            cols["n_companies"].append(np.full(len(keep), len(codes)))
+        out = pd.DataFrame({k: (np.concatenate(v) if v else np.array([], dtype=float))
+                            for k, v in cols.items()})
+        out["mean_corr"] = out["sum_corr"] / out["pairs"]
+        return out[["year", "cluster", "size", "pairs", "sum_corr", "mean_corr", "n_companies"]]
+
+    def _k(self, partition: pd.Series) -> int:
+        """Clusters of the partition within the universe, singletons included."""
+        return int(partition.reindex(self.tickers).dropna().nunique())
+
+    def _triu(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if n not in self._triu_cache:
+            self._triu_cache[n] = np.triu_indices(n, 1)
+        return self._triu_cache[n]
 
     def score(self, partition, method: str = "", years: Iterable[int] | None = None,
               in_sample: Iterable[int] = IN_SAMPLE,
@@ -156,6 +167,7 @@ class ReturnPanel:
                             f"({self.years[0]}-{self.years[-1]})")
         stats = self.cluster_stats(partition, years)
         by_year = _by_year(stats, {y: len(self._pos[y]) for y in years})
+        by_year["k"] = [self._k(_for_year(partition, y)) for y in years]
         return MeanCorrResult(method=method, by_year=by_year, clusters=stats,
                               in_sample=tuple(in_sample), out_of_sample=tuple(out_of_sample),
                               freq=self.freq, universe_size=len(self.tickers))
@@ -170,13 +182,14 @@ def _for_year(partition, year: int) -> pd.Series:
 
 
 def _by_year(stats: pd.DataFrame, n_companies: dict[int, int]) -> pd.DataFrame:
-    g = stats.groupby("year")
+    g = stats.groupby("year")[["mean_corr", "sum_corr", "pairs", "size"]]
+    sums, means, counts = g.sum(), g.mean(), g.count()
     out = pd.DataFrame({
-        "mean_corr": g["mean_corr"].mean(),
-        "pair_weighted": g["sum_corr"].sum() / g["pairs"].sum(),
-        "n_clusters": g.size(),
-        "n_covered": g["size"].sum(),
-        "n_pairs": g["pairs"].sum(),
+        "mean_corr": means["mean_corr"],
+        "pair_weighted": sums["sum_corr"] / sums["pairs"],
+        "n_clusters": counts["size"],
+        "n_covered": sums["size"],
+        "n_pairs": sums["pairs"],
     }).reindex(list(n_companies))
     out["n_clusters"] = out["n_clusters"].fillna(0).astype(int)
     out["n_covered"] = out["n_covered"].fillna(0).astype(int)
@@ -192,8 +205,9 @@ def _by_year(stats: pd.DataFrame, n_companies: dict[int, int]) -> pd.DataFrame:
 class MeanCorrResult:
     """MeanCorr of one method, statsmodels-style: ``summary()``, ``conf_int()``, ``to_dict()``.
 
-    by_year: DataFrame indexed by year (mean_corr, pair_weighted, n_clusters, n_covered,
-        n_pairs, n_companies, coverage). clusters: one row per scored cluster and year.
+    by_year: DataFrame indexed by year (mean_corr, pair_weighted, n_clusters = clusters scored
+        that year (>= 2 members with complete returns), n_covered, n_pairs, n_companies,
+        coverage, k = clusters of the partition in the universe, singletons included). clusters: one row per scored cluster and year.
     """
 
     method: str
@@ -279,6 +293,7 @@ class MeanCorrResult:
             "pair_weighted_out_of_sample": self.mean_corr("out_of_sample", "pairs"),
             "coverage": self.coverage,
             "n_clusters": self.n_clusters,
+            "k": float(self.by_year["k"].mean()) if "k" in self.by_year else np.nan,
             "n_companies": float(self.by_year["n_companies"].mean()),
         }, name=self.method)
 
@@ -302,6 +317,7 @@ class MeanCorrResult:
             "pair_weighted_out_of_sample": _f(self.mean_corr("out_of_sample", "pairs")),
             "coverage": _f(self.coverage),
             "n_clusters": _f(self.n_clusters),
+            "k": _f(float(self.by_year["k"].mean())) if "k" in self.by_year else None,
             "ci": {"level": 0.95, "bootstrap": ci_by, "n_boot": n_boot},
             "by_year": by_year,
         }
@@ -326,8 +342,9 @@ def average_results(results: list[MeanCorrResult], method: str) -> MeanCorrResul
     the first seed is kept for the cluster bootstrap, and the spread over seeds in seed_std."""
     if not results:
         raise ValueError("no results to average")
-    cols = ["mean_corr", "pair_weighted", "n_clusters", "n_covered", "n_pairs",
-            "n_companies", "coverage"]
+    cols = [c for c in results[0].by_year.columns if c in (
+        "mean_corr", "pair_weighted", "n_clusters", "n_covered", "n_pairs", "n_companies",
+        "coverage", "k")]
     stack = pd.concat([r.by_year[cols] for r in results], keys=range(len(results)))
     by_year = stack.groupby(level="year").mean()
     r0 = results[0]

@@ -1,0 +1,219 @@
+"""Method name -> partition: the registry behind `finsae cluster` and `finsae evaluate`.
+
+Two small registries that other modules extend (e.g. the SAE features of issue 7):
+
+- ``PARTITIONS[name] = fn(ctx) -> partition``: a Series ticker -> label, or a dict
+  year -> Series for partitions that change over time.
+- ``VECTORS[name] = fn(ctx) -> DataFrame`` ticker x dimension, on ``ctx.universe``.
+
+A vector method ``NAME`` is clustered by average-linkage agglomerative clustering on cosine
+distance into ``ctx.k`` clusters (default: the number of GICS sub-industries in the universe);
+``NAME_kmeans`` uses k-means; ``NAME_mst`` the paper's MST threshold with theta fixed on the
+in-sample years; ``NAME_mst_rolling`` theta chosen each year on the previous 5 years. ``random``
+is the GICS sub-industry sizes shuffled (``ctx.n_seeds`` seeds, averaged).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from . import cluster as cl
+from .data.errors import DataError
+from .evaluate import IN_SAMPLE, YEARS, ReturnPanel, select_fixed, select_rolling, \
+    threshold_scores
+
+#: default theta grid of the MST method (z-scored cosine distance)
+THETA_GRID = tuple(np.round(np.arange(-4.0, 0.01, 0.1), 2))
+#: lookback years tried for the past-return clusters (chosen on the in-sample years)
+RETURN_LOOKBACKS = (1, 2, 3)
+
+
+@dataclass
+class EvalContext:
+    """Inputs shared by every method of one comparison: one universe, one return panel."""
+
+    companies: pd.DataFrame
+    prices: pd.DataFrame
+    universe: list[str] | None = None
+    years: tuple = YEARS
+    fit_years: tuple = IN_SAMPLE
+    freq: str = "M"
+    k: int | None = None
+    n_seeds: int = 100
+    seed: int = 0
+    theta_grid: tuple = THETA_GRID
+    min_coverage: float = 0.0
+    cache: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.universe is None:
+            from .data.universe import evaluation_universe
+            self.universe = evaluation_universe(self.companies, self.prices)
+        self.universe = list(self.universe)
+        unknown = pd.Index(self.universe).difference(self.companies.index)
+        if len(unknown):
+            raise DataError(f"universe ticker(s) not in the companies table: "
+                            f"{', '.join(unknown[:5])}")
+        if self.k is None:
+            self.k = cl.matched_k(self.label("gics_sub_industry"))
+
+    @cached_property
+    def table(self) -> pd.DataFrame:
+        """The companies of the universe."""
+        return self.companies.loc[self.universe]
+
+    @cached_property
+    def panel(self) -> ReturnPanel:
+        return ReturnPanel.from_prices(self.prices, self.universe,
+                                       self._panel_years, self.freq)
+
+    @cached_property
+    def _panel_years(self) -> list[int]:
+        # the years before the first scored one feed the rolling selections
+        first = int(self.prices.index.min().year) + 1
+        return list(range(min(first, min(self.years)), max(self.years) + 1))
+
+    @cached_property
+    def daily_returns(self) -> pd.DataFrame:
+        from .data.returns import log_returns
+        return log_returns(self.prices[self.universe], "D")
+
+    def label(self, level: str) -> pd.Series:
+        from .data.classifications import partition
+        return partition(self.table, level)
+
+    def vectors(self, name: str) -> pd.DataFrame:
+        if name not in self.cache:
+            if name not in VECTORS:
+                raise DataError(f"unknown vectors {name!r}; known: {', '.join(VECTORS)}")
+            v = VECTORS[name](self)
+            self.cache[name] = v.loc[self.universe]
+        return self.cache[name]
+
+
+@dataclass
+class Method:
+    """A resolved method: its partition(s) and how they were chosen."""
+
+    name: str
+    partition: object  # Series, dict year -> Series, or list of them (random seeds)
+    notes: dict = field(default_factory=dict)
+
+
+def _level(level: str) -> Callable[[EvalContext], pd.Series]:
+    return lambda ctx: ctx.label(level)
+
+
+def _returns(ctx: EvalContext) -> dict:
+    """Past-return clusters at K = ctx.k; the lookback is chosen on the in-sample years."""
+    key = ("returns", ctx.k)
+    if key not in ctx.cache:
+        best, scores = None, {}
+        parts = {}
+        for lb in RETURN_LOOKBACKS:
+            parts[lb] = cl.return_clusters(ctx.daily_returns, ctx.years, ctx.k, lookback=lb)
+            scores[lb] = ctx.panel.score(parts[lb], years=list(ctx.fit_years)).mean_corr()
+        best = max(scores, key=lambda lb: (scores[lb], -lb))
+        ctx.cache[key] = Method("returns", parts[best],
+                                {"lookback_years": best, "k": ctx.k,
+                                 "fit_scores": {str(k): round(v, 4) for k, v in scores.items()}})
+    return ctx.cache[key]
+
+
+PARTITIONS: dict[str, Callable[[EvalContext], object]] = {
+    "one_cluster": lambda ctx: cl.one_cluster(ctx.universe),
+    **{level: _level(level) for level in (
+        "sic4", "sic3", "sic2", "sic_division", "gics_sector", "gics_industry_group",
+        "gics_industry", "gics_sub_industry")},
+    "returns": _returns,
+}
+
+
+def _tfidf(ctx: EvalContext) -> pd.DataFrame:
+    from .features.baselines import tfidf_vectors
+    return tfidf_vectors(ctx.table["description"])
+
+
+def _minilm(ctx: EvalContext) -> pd.DataFrame:
+    from .features.baselines import minilm_embeddings
+    return minilm_embeddings(ctx.table["description"])
+
+
+VECTORS: dict[str, Callable[[EvalContext], pd.DataFrame]] = {
+    "tfidf": _tfidf,
+    "minilm": _minilm,
+}
+
+DEFAULT_METHODS = ("one_cluster", "random", "sic4", "sic3", "sic2", "sic_division",
+                   "gics_sector", "gics_industry_group", "gics_industry", "gics_sub_industry",
+                   "returns", "tfidf", "minilm")
+SUFFIXES = ("_mst_rolling", "_mst", "_kmeans")
+
+
+def known_methods() -> list[str]:
+    return ["random", *PARTITIONS, *VECTORS,
+            *(f"{v}{s}" for v in VECTORS for s in SUFFIXES[::-1])]
+
+
+def resolve(name: str, ctx: EvalContext) -> Method:
+    """The partition(s) of method `name` on ctx's universe."""
+    if name == "random":
+        ref = ctx.label("gics_sub_industry")
+        return Method(name, cl.random_partitions(ref, ctx.n_seeds, ctx.seed),
+                      {"sizes_of": "gics_sub_industry", "n_seeds": ctx.n_seeds})
+    if name in PARTITIONS:
+        p = PARTITIONS[name](ctx)
+        return p if isinstance(p, Method) else Method(name, p)
+    if name in VECTORS:
+        return Method(name, cl.agglomerative(ctx.vectors(name), ctx.k),
+                      {"algorithm": "agglomerative", "linkage": "average",
+                       "metric": "cosine", "k": ctx.k})
+    for suffix in SUFFIXES:
+        base = name[: -len(suffix)]
+        if name.endswith(suffix) and base in VECTORS:
+            if suffix == "_kmeans":
+                return Method(name, cl.kmeans(ctx.vectors(base), ctx.k, seed=ctx.seed),
+                              {"algorithm": "kmeans", "k": ctx.k, "seed": ctx.seed})
+            return _mst(name, base, ctx, rolling=suffix == "_mst_rolling")
+    from .data.errors import suggest
+    hint = suggest(name, known_methods())
+    raise DataError(f"unknown method {name!r}" + (f"; did you mean {', '.join(hint)}?" if hint
+                                                  else f"; known: {', '.join(known_methods())}"))
+
+
+def _mst(name: str, base: str, ctx: EvalContext, rolling: bool) -> Method:
+    key = ("mst", base)
+    if key not in ctx.cache:
+        path = cl.mst_threshold_path(ctx.vectors(base), ctx.theta_grid)
+        ctx.cache[key] = (path, threshold_scores(ctx.panel, path,
+                                                 min_coverage=ctx.min_coverage))
+    path, scores = ctx.cache[key]
+    if rolling:
+        thetas = select_rolling(scores, ctx.years, window=5)
+        return Method(name, {y: path[t] for y, t in thetas.items()},
+                      {"algorithm": "mst_threshold", "theta_by_year": thetas, "window": 5,
+                       "min_coverage": ctx.min_coverage})
+    theta = select_fixed(scores, ctx.fit_years)
+    return Method(name, path[theta], {"algorithm": "mst_threshold", "theta": theta,
+                                      "fit_years": [min(ctx.fit_years), max(ctx.fit_years)],
+                                      "min_coverage": ctx.min_coverage})
+
+
+def score(method: Method, ctx: EvalContext, years=None):
+    """MeanCorr result of a resolved method (random partitions averaged over seeds)."""
+    from .evaluate import average_results
+    years = list(ctx.years if years is None else years)
+    kw = dict(years=years, in_sample=ctx.fit_years,
+              out_of_sample=tuple(y for y in ctx.years if y not in ctx.fit_years))
+    if isinstance(method.partition, list):
+        res = average_results([ctx.panel.score(p, method.name, **kw) for p in method.partition],
+                              method.name)
+    else:
+        res = ctx.panel.score(method.partition, method.name, **kw)
+    res.notes = {**method.notes, **res.notes}
+    return res

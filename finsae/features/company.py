@@ -27,8 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
-
 from ..data.errors import DataError
 
 POOLINGS = ("sum", "mean", "max")
@@ -86,8 +84,9 @@ class TokenLatents:
     def doc_of_token(self) -> np.ndarray:
         return np.repeat(np.arange(len(self.tickers)), np.diff(self.offsets))
 
-    def csr(self, mask: np.ndarray | None = None) -> sparse.csr_matrix:
-        """Token x latent sparse matrix (rows of masked-out tokens are empty)."""
+    def csr(self, mask: np.ndarray | None = None):
+        """Token x latent scipy CSR matrix (rows of masked-out tokens are empty)."""
+        from scipy import sparse  # lazy: the lookup path imports this module but never pools
         n, k = self.indices.shape
         vals = self.values
         if mask is not None:
@@ -123,6 +122,7 @@ def pool_latents(tl: TokenLatents, how: str = "sum", mask: np.ndarray | None = N
         # max over tokens of non-negative activations; an absent latent counts as 0
         np.maximum.at(out, (rows[keep], tl.indices.ravel()[keep]), vals[keep])
     else:
+        from scipy import sparse
         M = tl.csr(mask)
         D = sparse.csr_matrix((np.ones(tl.n_tokens), (doc, np.arange(tl.n_tokens))),
                               shape=(n_docs, tl.n_tokens))

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 from finsae import cluster as cl  # noqa: E402
 from finsae.data import evaluation_universe, load_companies, load_prices, partition  # noqa: E402
+from finsae.data.errors import DataError  # noqa: E402
 from finsae.data.paths import cache_dir  # noqa: E402
 from finsae.evaluate import IN_SAMPLE, OUT_OF_SAMPLE, YEARS, ReturnPanel  # noqa: E402
 from finsae.features.build import (hidden_vectors, sae_company_vectors, token_strings)  # noqa: E402
@@ -91,6 +92,16 @@ class ArrayStore:
             a, b = self._off[d], self._off[d + 1]
             out[d] = X[a:b][ok[a:b]].mean(0)
         return out
+
+
+def acts_key(store: ArrayStore) -> str:
+    """Identifies precomputed activations: tickers, token ids and the arrays' sizes."""
+    import hashlib
+    h = hashlib.sha256(json.dumps(store.tickers).encode())
+    h.update(np.ascontiguousarray(store.token_ids).tobytes())
+    for L in store.layers:
+        h.update(f"{L}:{(store.folder / f'L{L}.npy').stat().st_size}".encode())
+    return "acts-" + h.hexdigest()[:12]
 
 
 def lm_store(texts, layers):
@@ -168,20 +179,56 @@ VARIANTS = {
 }
 
 
+def training_rows(store, n_tokens: int | None) -> np.ndarray:
+    """Token rows to train the SAEs on: whole descriptions, shortest first, until n_tokens
+    (None: all). Shortest-first because the activations are captured in that order, so
+    training can start before the longest texts are encoded."""
+    off = np.concatenate([[0], np.cumsum(np.bincount(np.asarray(store.doc_index)))])
+    lens = np.diff(off)
+    rows, n = [], 0
+    for d in np.argsort(lens, kind="stable"):
+        if n_tokens is not None and n >= n_tokens:
+            break
+        rows.append(np.arange(off[d], off[d + 1]))
+        n += lens[d]
+    return np.sort(np.concatenate(rows))
+
+
 def train_or_load_sae(store, layer, args, ok_mask):
     from topk_sae import TopKSAE, train_topk
     f = cache_dir("features", "selection") / \
-        f"sae_L{layer}_d{args.d_sae}_k{args.k}_e{args.epochs}_s{args.seed}_{args.acts_key}.pt"
+        (f"sae_L{layer}_d{args.d_sae}_k{args.k}_e{args.epochs}_b{args.batch}"
+         f"_n{args.train_tokens}_s{args.seed}_{args.acts_key}.pt")
     if f.exists():
         blob = torch.load(f, weights_only=False)
         sae = TopKSAE(blob["d_in"], args.d_sae, args.k)
         sae.load_state_dict(blob["state"])
         return sae.eval().requires_grad_(False), blob["stats"]
-    X = store.tokens(layer)[torch.from_numpy(ok_mask)]
+    rows = training_rows(store, args.train_tokens)
+    X = store.tokens(layer)[torch.from_numpy(rows)]
+    if (X.norm(dim=1) == 0).any():
+        raise SystemExit("training tokens not captured yet (all-zero activations)")
+    X = X[torch.from_numpy(ok_mask[rows])]
     log(f"L{layer}: training TopK SAE d_sae={args.d_sae} k={args.k} on {len(X)} tokens")
-    sae, stats = train_topk(X, args.d_sae, args.k, args.epochs, seed=args.seed, log=log)
+    sae, stats = train_topk(X, args.d_sae, args.k, args.epochs, batch=args.batch,
+                            seed=args.seed, log=log)
+    stats["train_tokens"] = len(X)
     torch.save({"d_in": X.shape[1], "state": sae.state_dict(), "stats": stats}, f)
     return sae, stats
+
+
+def open_store(args, texts: pd.Series):
+    if args.acts:
+        from transformers import AutoTokenizer
+        folder = next(Path(cache_dir("models")).glob("SmolLM2*"))
+        store = ArrayStore(args.acts, list(texts), AutoTokenizer.from_pretrained(folder))
+        if store.tickers != list(texts.index):
+            raise SystemExit("--acts was computed on other texts")
+        args.acts_key = acts_key(store)
+    else:
+        store = lm_store(list(texts), args.layers)
+        args.acts_key = store.manifest["key"][:12]
+    return store
 
 
 def main():
@@ -190,7 +237,12 @@ def main():
     ap.add_argument("--layers", type=int, nargs="+", default=[5, 10, 15, 20, 25])
     ap.add_argument("--d-sae", type=int, default=4608)
     ap.add_argument("--k", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--train-tokens", type=int, default=90000,
+                    help="SAE training tokens: whole descriptions, shortest first")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train (and cache) the SAEs, then stop")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", nargs="*", default=None, help="subset of variant names")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
@@ -202,7 +254,19 @@ def main():
     texts = companies["description"].fillna("").astype(str).str.strip()
     texts = texts[texts != ""]
     tickers = list(texts.index)
-    sc = Scorer(companies, prices, universe)
+    if not args.train_only:
+        sc = Scorer(companies, prices, universe)
+
+    if args.train_only:  # needs only the training texts' activations
+        store = open_store(args, texts)
+        rows_ = training_rows(store, args.train_tokens)
+        for layer in args.layers:
+            X = store.tokens(layer)
+            ok = np.zeros(len(X), dtype=bool)
+            ok[rows_] = massive_token_mask(X[torch.from_numpy(rows_)].norm(dim=1).numpy())
+            del X
+            train_or_load_sae(store, layer, args, ok)
+        return
 
     rows = []
     # ---- baselines: GICS, SIC, TF-IDF, MiniLM (same universe, same clustering)
@@ -221,16 +285,7 @@ def main():
         log(name, {k: round(v, 3) for k, v in r.items() if isinstance(v, float)})
 
     # ---- activations
-    if args.acts:
-        from transformers import AutoTokenizer
-        folder = next(Path(cache_dir("models")).glob("SmolLM2*"))
-        store = ArrayStore(args.acts, list(texts), AutoTokenizer.from_pretrained(folder))
-        if store.tickers != tickers:
-            raise SystemExit("--acts was computed on other texts")
-        args.acts_key = "acts-" + str(abs(hash(tuple(store.tickers))) % 10**8)
-    else:
-        store = lm_store(list(texts), args.layers)
-        args.acts_key = store.manifest["key"][:12]
+    store = open_store(args, texts)
     strings = token_strings(store)
     names = companies["name"].reindex(tickers).fillna("").astype(str).to_list()
 
@@ -256,10 +311,14 @@ def main():
         for vname, (pooling, content, params) in VARIANTS.items():
             if args.variants and vname not in args.variants:
                 continue
-            vec, _, _ = sae_company_vectors(tl, strings, names, pooling=pooling,
-                                            content_only=content, token_mask=ok,
-                                            fit_tickers=universe, **params)
-            r = sc.score(vec, vname)
+            try:
+                vec, _, _ = sae_company_vectors(tl, strings, names, pooling=pooling,
+                                                content_only=content, token_mask=ok,
+                                                fit_tickers=universe, **params)
+                r = sc.score(vec, vname)
+            except DataError as e:  # e.g. every latent filtered out, or an all-zero company
+                log(f"SAE L{layer}: {vname}: failed: {e}")
+                continue
             r.update(method=f"SAE L{layer}: {vname}", family="sae", layer=layer, variant=vname,
                      dims=vec.shape[1])
             rows.append(r)

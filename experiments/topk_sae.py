@@ -7,9 +7,9 @@ bias initialised at the data mean, inputs scaled to mean squared norm 1 (folded 
 weights afterwards), Adam at 2e-4 / sqrt(d_sae / 2^14), MSE loss. No AuxK: short runs on
 ~170k tokens; dead latents are reported instead.
 
-Speed: the dense pre-activation matmul runs without autograd; the k selected activations are
-then recomputed from gathered encoder rows (so the encoder gradient touches only k rows per
-token) and decoded by a gather, so backward costs O(tokens * k * d).
+Speed: plain dense matmuls (about 0.5 CPU-seconds per 1,024-token step at d_sae 4608 on this
+CPU); gather-based sparse kernels were slower here, since CPU index_put/embedding_bag backward
+is not well optimised.
 """
 
 from __future__ import annotations
@@ -33,26 +33,14 @@ class TopKSAE(torch.nn.Module):
         self.d_in, self.d_sae, self.k = d_in, d_sae, k
         self.cfg = type("Cfg", (), {"k": k, "d_sae": d_sae, "d_in": d_in})()
 
-    def topk(self, x: torch.Tensor):
-        with torch.no_grad():
-            pre = (x - self.b_dec) @ self.W_enc.T + self.b_enc
-            _, idx = pre.topk(self.k, dim=1)
-        # recompute the selected pre-activations with autograd through k gathered rows only
-        val = torch.einsum("bd,bkd->bk", x - self.b_dec, self.W_enc[idx]) + self.b_enc[idx]
-        return idx, torch.relu(val)
-
-    def decode_sparse(self, idx, val):
-        return torch.einsum("bk,bkd->bd", val, self.W_dec[idx]) + self.b_dec
-
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Dense latents [n, d_sae] with at most k non-zeros per row."""
-        idx, val = self.topk(x)
-        out = torch.zeros(len(x), self.d_sae, dtype=val.dtype)
-        return out.scatter_(1, idx, val.detach())
+        pre = (x - self.b_dec.detach()) @ self.W_enc.T + self.b_enc
+        v, idx = pre.topk(self.k, dim=1)
+        return torch.zeros_like(pre).scatter(1, idx, torch.relu(v))
 
     def forward(self, x):
-        idx, val = self.topk(x)
-        return self.decode_sparse(idx, val)
+        return self.encode(x) @ self.W_dec + self.b_dec
 
 
 def train_topk(X: torch.Tensor, d_sae: int = 4608, k: int = 32, epochs: int = 2,
@@ -78,8 +66,8 @@ def train_topk(X: torch.Tensor, d_sae: int = 4608, k: int = 32, epochs: int = 2,
         tot, den = 0.0, 0.0
         for i in range(0, n - batch + 1, batch):
             x = Xs[perm[i:i + batch]]
-            idx, val = sae.topk(x)
-            xh = sae.decode_sparse(idx, val)
+            z = sae.encode(x)
+            xh = z @ sae.W_dec + sae.b_dec
             err = (xh - x).pow(2).sum()
             loss = err / len(x)
             opt.zero_grad(set_to_none=True)
@@ -87,7 +75,7 @@ def train_topk(X: torch.Tensor, d_sae: int = 4608, k: int = 32, epochs: int = 2,
             opt.step()
             with torch.no_grad():
                 sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True).clamp(min=1e-8))
-                fired[idx[val > 0].unique()] = True
+                fired |= (z > 0).any(0)
                 tot += float(err)
                 den += float((x - x.mean(0)).pow(2).sum())
             step += 1

@@ -65,9 +65,8 @@ def register(subparsers) -> None:
 
 
 def _load(args, methods=("sae",), labels=True):
-    from .store import FeatureSet, find_cache
-    folder = Path(args.features_dir) if args.features_dir else find_cache(None, args.companies)
-    return FeatureSet.load(folder, methods=list(methods), labels=labels)
+    from .lookup import load_features
+    return load_features(args, methods, labels)
 
 
 def run_build(args) -> int:

@@ -58,12 +58,30 @@ def similar(fs, ticker: str, top: int = 10, method: str = "sae", explain: bool =
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def load_features(args, methods, labels: bool):
+    """The feature set for a command: --features-dir, else the latest build for these
+    companies, else (bundled companies, SAE only) the compact bundled copy."""
+    import sys
     from pathlib import Path
+    from ..data.errors import DataError
     from .store import FeatureSet, find_cache
-    folder = Path(args.features_dir) if args.features_dir else find_cache(None, args.companies)
-    methods = [args.method] + (["sae"] if args.explain and args.method != "sae" else [])
-    fs = FeatureSet.load(folder, methods=methods, labels=args.explain)
+    methods = list(dict.fromkeys(methods))
+    if args.features_dir:
+        return FeatureSet.load(Path(args.features_dir), methods=methods, labels=labels)
+    try:
+        folder = find_cache(None, args.companies)
+    except DataError:
+        if args.companies is not None or set(methods) != {"sae"}:
+            raise
+        from .bundled import bundled_feature_set
+        print("finsae: no `finsae features build` yet: using the bundled SAE features "
+              "(each company's top latents)", file=sys.stderr)
+        return bundled_feature_set()
+    return FeatureSet.load(folder, methods=methods, labels=labels)
+
+
+def run(args: argparse.Namespace) -> int:
+    fs = load_features(args, [args.method] + (["sae"] if args.explain else []), args.explain)
     ticker = args.ticker.upper()
     recs = similar(fs, ticker, args.top, args.method, args.explain, args.n_features)
     if args.json:

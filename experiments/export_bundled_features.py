@@ -31,7 +31,8 @@ from finsae.data.paths import cache_dir  # noqa: E402
 from finsae.features.build import (doc_offsets, encode_tokens, hidden_vectors,  # noqa: E402
                                    sae_company_vectors, token_strings)
 from finsae.features.bundled import save_bundled  # noqa: E402
-from finsae.features.company import TokenLatents, massive_token_mask  # noqa: E402
+from finsae.features.company import (TokenLatents, content_token_mask, massive_token_mask,  # noqa: E402
+                                     token_words)
 from finsae.features.labels import latent_labels, to_html  # noqa: E402
 from finsae.features.store import (FeatureSet, feature_key, features_root, mark_latest,  # noqa: E402
                                    texts_hash)
@@ -44,7 +45,9 @@ def main():
     ap.add_argument("--variant", default=None)
     ap.add_argument("--d-sae", type=int, default=4608)
     ap.add_argument("--k", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--train-tokens", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     res = json.loads((ROOT / "experiments/results/features_selection.json").read_text())
@@ -52,6 +55,11 @@ def main():
     best = max(sae_rows, key=lambda r: (r["in_mc"], r["top10_sub"]))
     layer = args.layer if args.layer is not None else best["layer"]
     variant = args.variant or best["variant"]
+    if args.epochs is None:  # the chosen row's SAE
+        args.epochs = best.get("epochs", 1)
+        args.train_tokens = best.get("train_tokens", 90000)
+    if args.train_tokens == 0:
+        args.train_tokens = None
     pooling, content, params = fsel.VARIANTS[variant]
     fsel.log(f"exporting layer {layer}, variant {variant!r}")
 
@@ -76,11 +84,14 @@ def main():
                                           content_only=content, token_mask=ok,
                                           fit_tickers=universe, **params)
     name_map = dict(zip(tickers, names))
+    lmask = ok & content_token_mask(strings, tl.offsets, names) if content else ok
     labels = latent_labels(tl, strings, pooled=pooled, names=name_map,
-                           latents=[int(c) for c in vec.columns])
+                           latents=[int(c) for c in vec.columns], mask=lmask,
+                           words=token_words(strings, tl.offsets))
     meta = {"model": "smollm2-135m (SmolLM2-135M-Instruct Q4_1 GGUF, dequantized)",
-            "layer": layer, "sae": f"TopK d_sae {args.d_sae} k {args.k}, {args.epochs} epochs "
-            "on the bundled descriptions (experiments/topk_sae.py)", "variant": variant,
+            "layer": layer, "sae": f"TopK d_sae {args.d_sae} k {args.k}, {args.epochs} epoch(s) "
+            f"over {args.train_tokens or 'all'} tokens of the bundled descriptions "
+            "(experiments/topk_sae.py)", "variant": variant,
             "pooling": pooling, "content_only": content, **params,
             "texts": texts_hash(texts), "sae_stats": stats}
     save_bundled(vec, labels, meta)

@@ -158,8 +158,6 @@ VARIANTS = {
     "sum, all tokens, idf": ("sum", False, dict(weighting="idf", max_df=None, sublinear=False)),
     "max, all tokens": ("max", False, dict(weighting=None, max_df=None, sublinear=False)),
     "sum, content": ("sum", True, dict(weighting=None, max_df=None, sublinear=False)),
-    "sum, content, idf": ("sum", True, dict(weighting="idf", max_df=None, sublinear=False)),
-    "sum, content, max_df .5": ("sum", True, dict(weighting=None, max_df=0.5, sublinear=False)),
     "sum, content, idf, max_df .5": ("sum", True, dict(weighting="idf", max_df=0.5,
                                                       sublinear=False)),
     "sum, content, sublinear, idf": ("sum", True, dict(weighting="idf", max_df=None,
@@ -172,10 +170,6 @@ VARIANTS = {
                                                                      max_df=0.5, sublinear=True)),
     "max, content, idf, max_df .5": ("max", True, dict(weighting="idf", max_df=0.5,
                                                       sublinear=False)),
-    "mean, content, sublinear, idf, max_df .5": ("mean", True, dict(weighting="idf", max_df=0.5,
-                                                                   sublinear=True)),
-    "sum, content, standardize": ("sum", True, dict(weighting="standardize", max_df=None,
-                                                    sublinear=False)),
 }
 
 
@@ -241,6 +235,9 @@ def main():
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--train-tokens", type=int, default=90000,
                     help="SAE training tokens: whole descriptions, shortest first")
+    ap.add_argument("--merge", action="store_true",
+                    help="add this run's SAE rows to the existing features_selection.json "
+                         "(e.g. a longer-trained SAE) instead of starting a new table")
     ap.add_argument("--train-only", action="store_true",
                     help="train (and cache) the SAEs, then stop")
     ap.add_argument("--seed", type=int, default=0)
@@ -268,7 +265,7 @@ def main():
             train_or_load_sae(store, layer, args, ok)
         return
 
-    rows = []
+    rows, sae_stats = [], {}
     # ---- baselines: GICS, SIC, TF-IDF, MiniLM (same universe, same clustering)
     from finsae.features.baselines import minilm_embeddings, tfidf_vectors
     for lvl in ("gics_sub_industry", "sic4"):
@@ -290,20 +287,33 @@ def main():
     names = companies["name"].reindex(tickers).fillna("").astype(str).to_list()
 
     sae_stats = {}
+    if args.train_tokens == 0:
+        args.train_tokens = None
+    sae_desc = (f"d_sae {args.d_sae}, k {args.k}, {args.epochs} epoch(s) over "
+                f"{'all' if args.train_tokens is None else args.train_tokens} tokens")
+    if args.merge:
+        rows = [r for r in rows if r.get("family") in ("label", "baseline")]
+        old = json.loads((args.out / "features_selection.json").read_text())
+        rows = [r for r in old["rows"]]
+        sae_stats = {k: v for k, v in old["sae"].items()}
     for layer in args.layers:
         X = store.tokens(layer)
         ok = massive_token_mask(X.norm(dim=1).numpy())
         del X
         log(f"L{layer}: {int((~ok).sum())} massive tokens dropped of {len(ok)}")
         H = hidden_vectors(store, layer, tickers)
-        r = sc.score(H, f"hidden L{layer}")
-        r.update(method=f"hidden state L{layer} (mean-pooled, standardised)", family="hidden",
-                 layer=layer)
-        rows.append(r)
-        log(r["method"], {k: round(v, 3) for k, v in r.items() if isinstance(v, float)})
+        if args.merge and any(r.get("method", "").startswith(f"hidden state L{layer} ") for r in rows):
+            H = None
+        if H is not None:
+            r = sc.score(H, f"hidden L{layer}")
+            r.update(method=f"hidden state L{layer} (mean-pooled, standardised)",
+                     family="hidden", layer=layer)
+            rows.append(r)
+            log(r["method"], {k: round(v, 3) for k, v in r.items() if isinstance(v, float)})
 
         sae, stats = train_or_load_sae(store, layer, args, ok)
-        sae_stats[layer] = stats
+        tag = f"SAE L{layer}" + (f" [{sae_desc}]" if args.merge else "")
+        sae_stats[tag] = stats
         from finsae.features.build import encode_tokens, doc_offsets
         idx, val = encode_tokens(sae, store.tokens(layer))
         tl = TokenLatents(tickers, doc_offsets(store.doc_index, len(tickers)), idx, val,
@@ -319,8 +329,9 @@ def main():
             except DataError as e:  # e.g. every latent filtered out, or an all-zero company
                 log(f"SAE L{layer}: {vname}: failed: {e}")
                 continue
-            r.update(method=f"SAE L{layer}: {vname}", family="sae", layer=layer, variant=vname,
-                     dims=vec.shape[1])
+            r.update(method=f"{tag}: {vname}", family="sae", layer=layer, variant=vname,
+                     dims=vec.shape[1], sae=sae_desc, epochs=args.epochs,
+                     train_tokens=args.train_tokens)
             rows.append(r)
             log(r["method"], {k: round(v, 3) for k, v in r.items() if isinstance(v, float)})
         write(rows, sae_stats, args, sc)
@@ -376,11 +387,11 @@ def write(rows, sae_stats, args, sc):
         lines.append(f"| {r.method} | {f(r.out_mc)} | {f(r.out_pw)} | {f(r.coverage)} | "
                      f"{f(r.K)} | {f(r.in_mc)} |")
     if sae_stats:
-        lines += ["", "## SAEs", "", "| layer | train FVU (last epoch) | dead fraction | steps |",
-                  "|---|---|---|---|"]
+        lines += ["", "## SAEs", "", "| SAE | train FVU (last epoch) | dead fraction | steps | "
+                  "training tokens |", "|---|---|---|---|---|"]
         for L, s in sae_stats.items():
             lines.append(f"| {L} | {s['fvu_train_last_epoch']:.3f} | {s['dead_fraction']:.3f} | "
-                         f"{s['steps']} |")
+                         f"{s['steps']} | {s.get('train_tokens', '')} |")
     (args.out / "features_selection.md").write_text("\n".join(lines) + "\n")
 
 

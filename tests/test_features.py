@@ -10,7 +10,7 @@ import pytest
 from finsae.cli import main
 from finsae.data.errors import DataError, UnknownTickerError
 from finsae.features.company import (CompanyFeatures, TokenLatents, content_token_mask,
-                                     massive_token_mask, pool_latents)
+                                     massive_token_mask, pool_latents, token_words)
 from finsae.features.labels import latent_labels, short_label, to_html, to_json
 from finsae.features.lookup import similar
 from finsae.features.store import FeatureSet
@@ -47,6 +47,16 @@ def test_masked_pooling_skips_tokens(tl):
         pool_latents(tl, "sum", mask=mask[:3])
     with pytest.raises(DataError, match="pooling"):
         pool_latents(tl, "median")
+
+
+def test_pooling_leaves_token_latents_intact(tl):
+    before = tl.indices.copy(), tl.values.copy()
+    mask = np.array([True, False, True, True, False])
+    first = pool_latents(tl, "sum", mask=mask)
+    tl.csr(mask)
+    pd.testing.assert_frame_equal(pool_latents(tl, "sum", mask=mask), first)
+    np.testing.assert_array_equal(tl.indices, before[0])
+    np.testing.assert_array_equal(tl.values, before[1])
 
 
 def test_from_dense_matches_sparse(tl):
@@ -112,6 +122,8 @@ def test_content_token_mask_words_stopwords_and_name():
     assert mask.tolist() == [False, False, False, True, True, True, False, False, True, False,
                              False, False]
     assert massive_token_mask(np.array([1, 1, 1, 100.0])).tolist() == [True, True, True, False]
+    words = token_words(toks, [0, len(toks)])
+    assert words[4] == words[5] == "smartphones" and words[2] == "."
 
 
 # ----------------------------------------------------------------------------- similarity
@@ -173,6 +185,10 @@ def test_labels_short_label_examples_companies(tl):
     ex = lab[3]["examples"][0]
     assert ex["context"] == ["", " Chips", " wafers"] and ex["activation"] == 5.0
     assert short_label([" Bank", "bank", " BANK", " loans", " loans", " x"]) == "bank / loans / x"
+    # a mask restricts the activations; words replace token pieces in the label
+    masked = latent_labels(tl, strings, mask=np.array([1, 1, 1, 0, 1], bool),
+                           words=["bank", "loans", "bank", "chips", "wafers"])
+    assert masked[3]["label"] == "wafers" and masked[3]["examples"][0]["activation"] == 1.0
 
 
 def test_label_exports(tmp_path, tl):
@@ -282,3 +298,15 @@ def test_neighbours_share_gics_sector_far_more_than_chance():
     chance = ((counts / counts.sum()) ** 2).sum()
     assert len(V) > 400
     assert share > 3 * chance and share > 0.4, (share, chance)
+
+
+def test_similar_falls_back_to_bundled_features(tmp_path, monkeypatch, capsys):
+    """Without any `finsae features build`, the lookup uses the bundled compact SAE features."""
+    monkeypatch.setenv("FINSAE_CACHE", str(tmp_path / "empty_cache"))
+    assert main(["similar", "AAPL", "--top", "5", "--explain", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out) == 5 and all(r["features"] and r["features"][0]["label"] for r in out)
+    assert all(-1 <= r["score"] <= 1 for r in out)
+    # other methods need a build: a clear error, not a silent SAE answer
+    assert main(["similar", "AAPL", "--method", "tfidf"]) == 2
+    assert "features build" in capsys.readouterr().err

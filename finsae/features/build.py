@@ -14,11 +14,12 @@ import pandas as pd
 
 from ..data.errors import DataError
 from .company import (DEFAULT_CONTENT_ONLY, DEFAULT_FEATURES, DEFAULT_POOLING, CompanyFeatures,
-                      TokenLatents, content_token_mask, massive_token_mask, pool_latents)
+                      TokenLatents, content_token_mask, massive_token_mask, pool_latents,
+                      token_words)
 
 #: what `finsae features build` uses unless told otherwise (chosen on 2001-2010, see
 #: experiments/results/features_selection.md)
-DEFAULT_BUILD = dict(model="smollm2-135m", layer=5, pooling=DEFAULT_POOLING,
+DEFAULT_BUILD = dict(model="smollm2-135m", layer=10, pooling=DEFAULT_POOLING,
                      content_only=DEFAULT_CONTENT_ONLY, **DEFAULT_FEATURES)
 
 
@@ -160,8 +161,10 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
         vectors["tfidf"] = tfidf_vectors(texts)
     from .labels import latent_labels
     name_map = dict(zip(tickers, names or [""] * len(tickers)))
+    lmask = ok & content_token_mask(strings, tl.offsets, names) if content_only else ok
     labels = latent_labels(tl, strings, pooled=pooled, names=name_map,
-                           latents=[int(c) for c in vec.columns])
+                           latents=[int(c) for c in vec.columns], mask=lmask,
+                           words=token_words(strings, tl.offsets))
     fs = FeatureSet(vectors, pd.Series(name_map), labels,
                     {**settings, "model_name": model, "sae_path": str(sae_id),
                      "n_tokens": int(tl.n_tokens), "massive_dropped": int((~ok).sum())})

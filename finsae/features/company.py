@@ -91,7 +91,9 @@ class TokenLatents:
         vals = self.values
         if mask is not None:
             vals = vals * np.asarray(mask, dtype=bool)[:, None]
-        M = sparse.csr_matrix((vals.ravel(), self.indices.ravel(),
+        # copies: scipy keeps the arrays it is given, and eliminate_zeros() compacts them in
+        # place, which would scramble self.indices for every later call
+        M = sparse.csr_matrix((vals.ravel().copy(), self.indices.ravel().copy(),
                                np.arange(0, n * k + 1, k)), shape=(n, self.d_sae))
         M.eliminate_zeros()
         return M
@@ -175,6 +177,20 @@ def content_token_mask(token_strings: Sequence[str], offsets: np.ndarray,
             keep[s0:s1] = (len(word) >= min_chars and word.isalpha()
                            and word not in stop_words and word not in name_words)
     return keep
+
+
+def token_words(token_strings: Sequence[str], offsets: np.ndarray) -> list[str]:
+    """For each token, the whole word it belongs to (lower-cased, stripped): the pieces
+    " semi", "conduct", "ors" all map to "semiconductors". Used for readable labels."""
+    out = [""] * len(token_strings)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    for d in range(len(offsets) - 1):
+        lo, hi = int(offsets[d]), int(offsets[d + 1])
+        starts = [i for i in range(lo, hi) if _starts_word(token_strings, i, lo)] + [hi]
+        for s0, s1 in zip(starts[:-1], starts[1:]):
+            w = "".join(token_strings[s0:s1]).strip().lower()
+            out[s0:s1] = [w] * (s1 - s0)
+    return out
 
 
 def _starts_word(toks: Sequence[str], i: int, lo: int) -> bool:
@@ -320,4 +336,7 @@ class CompanyFeatures:
 #: chosen on 2001-2010 by experiments/feature_selection.py (see features_selection.md)
 DEFAULT_POOLING = "sum"
 DEFAULT_CONTENT_ONLY = True
-DEFAULT_FEATURES = dict(max_df=0.5, sublinear=True, weighting="idf", pca=None, normalize=True)
+# Sum over content words, no latent weighting: the best 2001-2010 MeanCorr among the SAE
+# variants tried (idf / max_df / sublinear weighting, which help TF-IDF, made these small SAEs'
+# vectors near random: the rare latents they keep are not yet specific).
+DEFAULT_FEATURES = dict(max_df=None, sublinear=False, weighting=None, pca=None, normalize=True)

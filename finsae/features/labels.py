@@ -37,7 +37,8 @@ def short_label(top_tokens: Sequence[str], n: int = 3) -> str:
 def latent_labels(tl: TokenLatents, token_strings: Sequence[str], *,
                   pooled: pd.DataFrame | None = None, names: Mapping | None = None,
                   latents: Sequence[int] | None = None, n_examples: int = 10,
-                  n_label: int = 30, n_companies: int = 5, context: int = 6) -> dict[int, dict]:
+                  n_label: int = 30, n_companies: int = 5, context: int = 6,
+                  mask=None, words: Sequence[str] | None = None) -> dict[int, dict]:
     """Labels for `latents` (default: every latent that fires at least once).
 
     token_strings: decoded text of each token of `tl`. pooled: the company x latent table used
@@ -52,7 +53,7 @@ def latent_labels(tl: TokenLatents, token_strings: Sequence[str], *,
     from .company import pool_latents
     if len(token_strings) != tl.n_tokens:
         raise ValueError(f"{len(token_strings)} token strings for {tl.n_tokens} tokens")
-    M = tl.csr().tocsc()
+    M = tl.csr(mask).tocsc()
     doc = tl.doc_of_token()
     if pooled is None:
         pooled = pool_latents(tl, "sum")
@@ -74,7 +75,7 @@ def latent_labels(tl: TokenLatents, token_strings: Sequence[str], *,
                 picked.append(o)
             if len(picked) >= n_label:
                 break
-        label = short_label([token_strings[rows[o]] for o in picked])
+        label = short_label([(words or token_strings)[rows[o]] for o in picked])
         examples = []
         for o in picked[:n_examples]:
             r = int(rows[o])

@@ -372,8 +372,9 @@ def write(rows, sae_stats, args, sc):
     lines += ["", "## Out-of-sample (2011-2020)", "",
               "Rows: the baselines, the best hidden-state layer and the best SAE variant of each "
               "layer (both chosen on 2001-2010), and the paper's recipe at each layer. "
-              "Coverage and K are averaged over the 20 years.", "",
-              "| method | MeanCorr 2011-20 | pair-weighted 2011-20 | coverage | K | "
+              "Coverage and the number of scored clusters (clusters with >= 2 members with returns "
+              "that year; K = 127 requested) are averaged over the 20 years.", "",
+              "| method | MeanCorr 2011-20 | pair-weighted 2011-20 | coverage | scored clusters | "
               "MeanCorr 2001-10 |", "|---|---|---|---|---|---|"]
     keep = df[df.family.isin(["label", "baseline"])]
     hid = df[df.family == "hidden"]

@@ -336,7 +336,6 @@ class CompanyFeatures:
 #: chosen on 2001-2010 by experiments/feature_selection.py (see features_selection.md)
 DEFAULT_POOLING = "sum"
 DEFAULT_CONTENT_ONLY = True
-# Sum over content words, no latent weighting: the best 2001-2010 MeanCorr among the SAE
-# variants tried (idf / max_df / sublinear weighting, which help TF-IDF, made these small SAEs'
-# vectors near random: the rare latents they keep are not yet specific).
-DEFAULT_FEATURES = dict(max_df=None, sublinear=False, weighting=None, pca=None, normalize=True)
+# Sum over content words, sublinear tf, idf weighting, no max_df cut: the best 2001-2010
+# MeanCorr among the SAE variants tried (the paper's standardise + PCA was among the worst).
+DEFAULT_FEATURES = dict(max_df=None, sublinear=True, weighting="idf", pca=None, normalize=True)

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                       "k-means, SIC/GICS labels)"),
     "evaluate": ("finsae.evaluate_cli", "MeanCorr of clusters vs SIC, GICS, embeddings and "
                                         "baselines"),
+    "encode": ("finsae.lm.cli", "LM activations of every company description (cached)"),
 }
 
 

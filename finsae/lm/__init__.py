@@ -1,0 +1,18 @@
+"""Causal language models and their residual-stream activations.
+
+    from finsae.lm import load_lm, encode_texts
+    lm = load_lm("smollm2-135m")                 # short name, HF id, folder or .gguf file
+    store = encode_texts(lm, texts, layers=[15]) # cached, resumable
+    store.tokens(15), store.doc_index, store.text_means(15)
+
+Convention: layer / block i means the output of decoder block i, which is
+``hidden_states[i + 1]`` of a transformers forward with ``output_hidden_states=True``.
+"""
+
+from .capture import CaptureConfig, cache_key, encode_texts, tokenize
+from .load import DEFAULT_MODEL, KNOWN_MODELS, LM, block, decoder_layers, fingerprint, load_lm
+from .store import ActivationStore, EncodeStats
+
+__all__ = ["ActivationStore", "CaptureConfig", "DEFAULT_MODEL", "EncodeStats", "KNOWN_MODELS",
+           "LM", "block", "cache_key", "decoder_layers", "encode_texts", "fingerprint",
+           "load_lm", "tokenize"]

@@ -1,0 +1,303 @@
+"""Residual-stream capture: run a causal LM on texts and keep the output of chosen blocks.
+
+Index convention: block i's output is ``hidden_states[i + 1]`` of a transformers forward with
+``output_hidden_states=True`` (hidden_states[0] is the embedding output). The one exception is
+the last block, whose hidden_states entry has the final norm applied; here it is the raw
+block output.
+
+Speed: a forward hook on the last requested block raises `_Stop`, so the blocks after it and
+the LM head (a 49k-vocabulary matmul for SmolLM2) never run. Texts are batched by length
+within a shard under a token budget, and padded on the right: in a causal model real tokens
+never attend to later (padding) positions, so a text's activations do not depend on its batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import operator
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.paths import cache_dir
+from .load import LM, block
+from .store import FORMAT, ActivationStore, EncodeStats, read_shard, write_json, write_shard
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """What determines the activations (all of it goes into the cache key) ..."""
+
+    layers: tuple[int, ...] = (15,)
+    max_tokens: int = 512        # text tokens kept per text (BOS not counted); longer texts
+                                 # are truncated
+    bos: bool = True             # prepend the tokenizer's BOS: the attention sink (residual
+                                 # norm ~20k in SmolLM2) then sits on BOS, which is dropped,
+                                 # instead of on the first word
+    keep_tokens: bool = True     # store token-level rows; False keeps only per-text means
+    # ... and how it is computed (not in the key: results agree to float rounding).
+    batch_tokens: int = 4096     # padded tokens per forward batch
+    shard_tokens: int = 32768    # text tokens per shard (the unit of resumption)
+
+
+class Tokenized(NamedTuple):
+    ids: list[list[int]]                   # text tokens, no BOS
+    offsets: list[list[tuple[int, int]]]   # (start, end) characters of each token
+
+
+class _Stop(Exception):
+    """Raised by the hook on the last needed block to end the forward early."""
+
+
+def encode_texts(lm: LM, texts: Sequence[str], layers: Sequence[int] | int = (15,),
+                 max_tokens: int = 512, *, cache: bool = True, bos: bool = True,
+                 keep_tokens: bool = True, batch_tokens: int = 4096,
+                 shard_tokens: int = 32768, progress: bool | None = None) -> ActivationStore:
+    """Residual-stream activations of `texts` after each block in `layers`.
+
+    Returns an `ActivationStore` (token rows in input order, per-text means, token ids,
+    character offsets). With ``cache=True`` the shards are written under
+    ``cache_dir("activations")`` keyed by model fingerprint, layers, truncation, BOS and texts;
+    a rerun reuses finished shards (an interrupted run resumes) and recomputes any shard whose
+    checksum fails. progress: a tqdm bar with tokens/s (None: only on a terminal).
+    """
+    layers = (layers,) if isinstance(layers, int) else tuple(layers)
+    cfg = CaptureConfig(layers=_check_layers(layers, lm.n_layers), max_tokens=int(max_tokens),
+                        bos=bool(bos), keep_tokens=bool(keep_tokens),
+                        batch_tokens=int(batch_tokens), shard_tokens=int(shard_tokens))
+    if cfg.max_tokens < 1 or cfg.batch_tokens < 1 or cfg.shard_tokens < 1:
+        raise ValueError("max_tokens, batch_tokens and shard_tokens must be positive")
+    texts = _check_texts(texts)
+    bos_id = _bos_id(lm) if cfg.bos else None
+    tok = tokenize(lm.tokenizer, texts, cfg.max_tokens)
+    empty = [i for i, ids in enumerate(tok.ids) if not ids]
+    if empty:
+        raise ValueError(f"{len(empty)} text(s) have no tokens (e.g. text {empty[0]}): "
+                         "drop empty texts before encoding")
+
+    key = cache_key(lm, cfg, texts)
+    folder = None
+    manifest = None
+    if cache:
+        folder = cache_dir("activations", f"{_slug(lm.name)}-{key[:16]}")
+        manifest = _read_manifest(folder, key)
+    if manifest is None:
+        manifest = {"format": FORMAT, "key": key, "model": lm.name, "source": lm.source,
+                    "fingerprint": lm.fingerprint, "d_model": lm.d_model,
+                    "n_layers": lm.n_layers, "bos_id": bos_id, "n_texts": len(texts),
+                    **{k: v for k, v in asdict(cfg).items() if k != "batch_tokens"},
+                    "layers": list(cfg.layers),
+                    "shards": _plan(tok.ids, cfg.shard_tokens)}
+        if folder is not None:
+            write_json(folder / "texts.json", list(texts))
+            write_json(folder / "manifest.json", manifest)
+
+    shards: list = []
+    todo: list[int] = []
+    for j, s in enumerate(manifest["shards"]):
+        if folder is not None and read_shard(folder / s["file"], s["n_tokens"]) is not None:
+            shards.append(folder / s["file"])
+        else:
+            shards.append(None)
+            todo.append(j)
+
+    total = sum(s["n_tokens"] for s in manifest["shards"])
+    done = total - sum(manifest["shards"][j]["n_tokens"] for j in todo)
+    t0 = time.perf_counter()
+    bar = tqdm(total=total, initial=done, unit="tok", unit_scale=True,
+               disable=None if progress is None else not progress,
+               desc=f"encode {lm.name} {list(cfg.layers)}")
+    try:
+        with _capture_hooks(lm.model, cfg.layers) as captured:
+            for j in todo:
+                s = manifest["shards"][j]
+                a, b = s["start"], s["end"]
+                tensors = _encode_shard(lm, Tokenized(tok.ids[a:b], tok.offsets[a:b]), a,
+                                        cfg, bos_id, captured, bar)
+                if folder is None:
+                    shards[j] = tensors
+                else:
+                    write_shard(folder / s["file"], tensors,
+                                {"shard": str(j), "start": str(a), "end": str(b), "key": key})
+                    shards[j] = folder / s["file"]
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    stats = EncodeStats(len(texts), total, total - done, len(todo),
+                        len(manifest["shards"]) - len(todo), seconds)
+    return ActivationStore(manifest, shards, folder, texts=list(texts), stats=stats)
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_tokens: int) -> Tokenized:
+    """Text tokens (no special tokens) and their character offsets, truncated to max_tokens."""
+    enc = tokenizer(list(texts), add_special_tokens=False, truncation=True,
+                    max_length=max_tokens, return_offsets_mapping=True,
+                    return_attention_mask=False)
+    return Tokenized([list(x) for x in enc["input_ids"]],
+                     [[tuple(o) for o in x] for x in enc["offset_mapping"]])
+
+
+def cache_key(lm: LM, cfg: CaptureConfig, texts: Sequence[str]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps({"format": FORMAT, "model": lm.fingerprint, "layers": cfg.layers,
+                         "max_tokens": cfg.max_tokens, "bos": cfg.bos,
+                         "keep_tokens": cfg.keep_tokens}).encode())
+    for t in texts:  # length-prefixed so ["ab", "c"] and ["a", "bc"] differ
+        b = t.encode()
+        h.update(len(b).to_bytes(8, "little") + b)
+    return h.hexdigest()
+
+
+# ---- internals ----------------------------------------------------------------------------
+@contextmanager
+def _capture_hooks(model: torch.nn.Module, layers: tuple[int, ...]):
+    """Hooks writing each requested block's output into a dict; the last one stops the run."""
+    captured: dict[int, torch.Tensor] = {}
+    last = max(layers)
+
+    def make(i: int):
+        def hook(module, args, output):
+            captured[i] = output[0] if isinstance(output, tuple) else output
+            if i == last:
+                raise _Stop
+        return hook
+
+    handles = [block(model, i).register_forward_hook(make(i)) for i in layers]
+    try:
+        yield captured
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _forward(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> None:
+    try:
+        model(input_ids=ids, attention_mask=mask, use_cache=False)
+    except _Stop:
+        return
+    raise RuntimeError("the forward finished without reaching the last requested block "
+                       "(are the hooks on this model's decoder blocks?)")
+
+
+def _encode_shard(lm: LM, tok: Tokenized, first_doc: int, cfg: CaptureConfig,
+                  bos_id: int | None, captured: dict, bar) -> dict[str, torch.Tensor]:
+    n_docs = len(tok.ids)
+    lengths = torch.tensor([len(x) for x in tok.ids])
+    starts = torch.cumsum(lengths, 0) - lengths        # row of each text's first token
+    n = int(lengths.sum())
+    d = lm.d_model
+    rows = {i: torch.empty(n, d, dtype=torch.float32) for i in cfg.layers}
+    device = lm.device
+    pad = lm.tokenizer.pad_token_id
+    pad = 0 if pad is None else pad                    # any id: padded positions are masked
+    skip = 1 if bos_id is not None else 0
+
+    with torch.inference_mode():
+        for batch in _batches(lengths.tolist(), cfg.batch_tokens, skip):
+            width = max(len(tok.ids[k]) for k in batch) + skip
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, k in enumerate(batch):
+                seq = ([bos_id] if skip else []) + tok.ids[k]
+                ids[r, :len(seq)] = torch.tensor(seq)
+                mask[r, :len(seq)] = 1
+            captured.clear()
+            _forward(lm.model, ids.to(device), mask.to(device))
+            for i in cfg.layers:
+                h = captured[i].float().cpu()
+                for r, k in enumerate(batch):
+                    s, m = int(starts[k]), len(tok.ids[k])
+                    rows[i][s:s + m] = h[r, skip:skip + m]
+            bar.update(sum(len(tok.ids[k]) for k in batch))
+
+    local = torch.repeat_interleave(torch.arange(n_docs), lengths)
+    out = {"n_tokens": lengths}
+    for i in cfg.layers:
+        sums = torch.zeros(n_docs, d, dtype=torch.float64).index_add_(0, local, rows[i].double())
+        out[f"mean.{i}"] = (sums / lengths[:, None]).float()
+        if cfg.keep_tokens:
+            out[f"layer.{i}"] = rows[i]
+    if cfg.keep_tokens:
+        out["doc_index"] = local + first_doc
+        out["token_ids"] = torch.tensor([t for x in tok.ids for t in x], dtype=torch.long)
+        out["offsets"] = torch.tensor([o for x in tok.offsets for o in x],
+                                      dtype=torch.long).reshape(n, 2)
+    return out
+
+
+def _batches(lengths: list[int], budget: int, extra: int) -> list[list[int]]:
+    """Indices grouped longest first, each batch's padded size (count x longest) <= budget."""
+    order = sorted(range(len(lengths)), key=lambda k: -lengths[k])
+    batches: list[list[int]] = []
+    for k in order:
+        if batches and (len(batches[-1]) + 1) * (lengths[batches[-1][0]] + extra) <= budget:
+            batches[-1].append(k)
+        else:
+            batches.append([k])
+    return batches
+
+
+def _plan(ids: list[list[int]], shard_tokens: int) -> list[dict]:
+    """Contiguous ranges of texts holding about shard_tokens text tokens each."""
+    shards, start, count = [], 0, 0
+    for k, x in enumerate(ids):
+        count += len(x)
+        if count >= shard_tokens or k == len(ids) - 1:
+            shards.append({"file": f"shard-{len(shards):05d}.safetensors", "start": start,
+                           "end": k + 1, "n_tokens": count})
+            start, count = k + 1, 0
+    return shards
+
+
+def _read_manifest(folder: Path, key: str) -> dict | None:
+    try:
+        m = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return m if m.get("key") == key and m.get("format") == FORMAT else None
+
+
+def _check_layers(layers: tuple[int, ...], n_layers: int) -> tuple[int, ...]:
+    if not layers:
+        raise ValueError("no layers requested")
+    out = []
+    for i in layers:
+        try:
+            i = operator.index(i)
+        except TypeError:
+            raise TypeError(f"layer {i!r} is not an integer") from None
+        if not -n_layers <= i < n_layers:
+            raise IndexError(f"layer {i!r} out of range: the model has {n_layers} blocks, "
+                             f"valid layers are 0..{n_layers - 1} (or negative from the end)")
+        out.append(i % n_layers)
+    return tuple(sorted(set(out)))
+
+
+def _check_texts(texts) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one string")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"text {i} is {type(t).__name__}, not str")
+    if not texts:
+        raise ValueError("no texts to encode")
+    return texts
+
+
+def _bos_id(lm: LM) -> int:
+    bos = lm.tokenizer.bos_token_id
+    if bos is None:
+        raise ValueError(f"the tokenizer of {lm.name} has no BOS token: pass bos=False")
+    return int(bos)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:60] or "model"

@@ -1,0 +1,120 @@
+"""`finsae encode`: residual-stream activations of the company descriptions (and corpus)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..data.errors import DataError
+from .load import DEFAULT_MODEL, KNOWN_MODELS
+
+
+def register(subparsers) -> None:
+    from ..cli import common_inputs
+
+    p = subparsers.add_parser(
+        "encode", help="LM activations of every company description (cached, resumable)",
+        description="Run the language model on every non-empty company description (and, with "
+                    "--corpus, the FinanceDatabase corpus), keep the residual stream after the "
+                    "chosen blocks, and cache it (token level + per-text means). A rerun "
+                    "reuses the cache; an interrupted run resumes.")
+    common_inputs(p)
+    p.add_argument("--vintage", default="latest",
+                   help="which bundled description each company gets (latest, c2016, ...)")
+    p.add_argument("--corpus", action="store_true",
+                   help="also encode the bundled FinanceDatabase corpus")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"short name ({', '.join(KNOWN_MODELS)}), Hugging Face id, model folder "
+                        f"or .gguf file (default {DEFAULT_MODEL})")
+    p.add_argument("--layers", default="15",
+                   help="block indices, comma-separated, or 'all' (default 15; block i's output "
+                        "is hidden_states[i+1])")
+    p.add_argument("--max-tokens", type=int, default=512,
+                   help="truncate each text to this many tokens (default 512)")
+    p.add_argument("--batch-tokens", type=int, default=4096,
+                   help="padded tokens per forward batch (default 4096)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
+    p.add_argument("--dtype", default=None,
+                   help="float32, bfloat16 or float16 (default float32 on CPU, bfloat16 on CUDA)")
+    p.add_argument("--means-only", action="store_true",
+                   help="keep only per-text means, not token-level activations")
+    p.add_argument("--limit", type=int, default=None, help="encode only the first N texts")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow model code shipped with a checkpoint to run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.companies import load_companies
+    from .capture import _check_layers, encode_texts
+    from .load import load_lm
+
+    companies = load_companies(args.companies, vintage=args.vintage)
+    desc = companies["description"].fillna("").astype(str)
+    keep = desc.str.strip() != ""
+    jobs = [("descriptions", desc[keep].tolist(), int((~keep).sum()))]
+    if args.corpus:
+        jobs.append(("corpus", *_corpus_texts()))
+    if args.limit is not None:
+        jobs = [(name, texts[:args.limit], skipped) for name, texts, skipped in jobs]
+
+    lm = load_lm(args.model, device=args.device, dtype=args.dtype,
+                 trust_remote_code=args.trust_remote_code)
+    layers = _parse_layers(args.layers, lm.n_layers)
+    try:
+        _check_layers(layers, lm.n_layers)
+    except (IndexError, TypeError) as e:
+        raise DataError(f"--layers: {e}") from None
+
+    results = {}
+    for name, texts, skipped in jobs:
+        if not texts:
+            raise DataError(f"no non-empty {name} to encode")
+        store = encode_texts(lm, texts, layers, max_tokens=args.max_tokens,
+                             batch_tokens=args.batch_tokens, keep_tokens=not args.means_only,
+                             progress=False if args.no_progress else None)
+        s = store.stats
+        results[name] = {"model": lm.name, "layers": store.layers, "cache": str(store.path),
+                         "texts": s.n_texts, "skipped_empty": skipped, "tokens": s.n_tokens,
+                         "computed_tokens": s.computed_tokens, "cached_shards": s.cached_shards,
+                         "computed_shards": s.computed_shards, "seconds": round(s.seconds, 2),
+                         "tokens_per_s": (round(s.tokens_per_s, 1) if s.computed_tokens
+                                          else None)}
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    for name, r in results.items():
+        speed = (f"{r['tokens_per_s']:,.0f} tokens/s" if r["tokens_per_s"]
+                 else "all from cache")
+        print(f"{name}: {r['texts']} texts ({r['skipped_empty']} empty skipped), "
+              f"{r['tokens']:,} tokens, layers {r['layers']}, {r['seconds']:.1f} s, {speed}")
+        print(f"  cache: {r['cache']}")
+    return 0
+
+
+def _parse_layers(text: str, n_layers: int) -> list[int]:
+    if text.strip().lower() == "all":
+        return list(range(n_layers))
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise DataError(f"--layers: expected integers like 15 or 6,15 or 'all', not {text!r}") \
+            from None
+
+
+def _corpus_texts() -> tuple[list[str], int]:
+    try:
+        from ..data.corpus import load_corpus
+    except ImportError:
+        raise DataError("--corpus needs finsae.data.corpus, which this version lacks") from None
+    corpus = load_corpus()
+    text = corpus["text"].fillna("").astype(str)
+    keep = text.str.strip() != ""
+    return text[keep].tolist(), int((~keep).sum())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from ..cli import main
+    sys.exit(main(["encode", *sys.argv[1:]]))

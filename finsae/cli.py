@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                         "baselines"),
     "encode": ("finsae.lm.cli", "LM activations of every company description (cached)"),
     "sae": ("finsae.sae.cli", "train and evaluate sparse autoencoders"),
+    "run": ("finsae.pipeline", "the main job: encode, SAE, features, evaluate, backtest, report"),
 }
 
 

@@ -148,14 +148,25 @@ def _minilm(ctx: EvalContext) -> pd.DataFrame:
     return minilm_embeddings(ctx.table["description"])
 
 
+def _sae(ctx: EvalContext) -> pd.DataFrame:
+    from .features.bundled import company_sae_vectors
+    V = company_sae_vectors(ctx.companies)
+    missing = pd.Index(ctx.universe).difference(V.index)
+    if len(missing):
+        raise DataError(f"no SAE features for {len(missing)} universe companies "
+                        f"({', '.join(missing[:5])}); run `finsae features build`")
+    return V
+
+
 VECTORS: dict[str, Callable[[EvalContext], pd.DataFrame]] = {
     "tfidf": _tfidf,
     "minilm": _minilm,
+    "sae": _sae,
 }
 
 DEFAULT_METHODS = ("one_cluster", "random", "sic4", "sic3", "sic2", "sic_division",
                    "gics_sector", "gics_industry_group", "gics_industry", "gics_sub_industry",
-                   "returns", "tfidf", "minilm")
+                   "returns", "tfidf", "minilm", "sae")
 SUFFIXES = ("_mst_rolling", "_mst", "_kmeans")
 
 
@@ -194,13 +205,13 @@ def resolve(name: str, ctx: EvalContext) -> Method:
     if name in PARTITIONS:
         p = PARTITIONS[name](ctx)
         return p if isinstance(p, Method) else Method(name, p)
-    if name in VECTORS:
+    if name in VECTORS or name in ctx.cache:  # ctx.cache: vectors a caller supplied
         return Method(name, cl.agglomerative(ctx.vectors(name), ctx.k),
                       {"algorithm": "agglomerative", "linkage": "average",
                        "metric": "cosine", "k": ctx.k})
     for suffix in SUFFIXES:
         base = name[: -len(suffix)]
-        if name.endswith(suffix) and base in VECTORS:
+        if name.endswith(suffix) and (base in VECTORS or base in ctx.cache):
             if suffix == "_kmeans":
                 return Method(name, cl.kmeans(ctx.vectors(base), ctx.k, seed=ctx.seed),
                               {"algorithm": "kmeans", "k": ctx.k, "seed": ctx.seed})

@@ -310,3 +310,20 @@ def test_similar_falls_back_to_bundled_features(tmp_path, monkeypatch, capsys):
     # other methods need a build: a clear error, not a silent SAE answer
     assert main(["similar", "AAPL", "--method", "tfidf"]) == 2
     assert "features build" in capsys.readouterr().err
+
+
+def test_sae_method_in_evaluate_and_backtest_registries():
+    """`finsae evaluate` and `finsae backtest` accept the SAE features as a method (the bundled
+    copy when nothing was built), clustered like every other vector method."""
+    from finsae.data import evaluation_universe, load_companies, load_prices
+    from finsae.methods import EvalContext, resolve
+    from finsae.pairs.select import MethodContext, resolve_partition
+
+    companies, prices = load_companies(), load_prices()
+    universe = evaluation_universe(companies, prices)
+    ctx = EvalContext(companies, prices, universe=universe, n_seeds=2)
+    assert ctx.vectors("sae").shape[0] == len(universe)
+    m = resolve("sae", ctx)
+    assert m.partition.nunique() == ctx.k == 127
+    part = resolve_partition("sae", MethodContext(companies, prices, universe))
+    assert part.nunique() == 127 and set(part.index) == set(universe)

@@ -124,7 +124,8 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
                       content_only: bool = DEFAULT_BUILD["content_only"],
                       weighting=DEFAULT_BUILD["weighting"], max_df=DEFAULT_BUILD["max_df"],
                       sublinear: bool = DEFAULT_BUILD["sublinear"], baselines: bool = True,
-                      device: str = "cpu", companies_path=None, progress: bool = True):
+                      device: str = "cpu", companies_path=None, progress: bool = True,
+                      max_tokens: int = 512):
     """Compute and cache every method's company vectors and the feature labels; returns the
     cache folder (reused when it already exists for the same settings and texts)."""
     from .store import FeatureSet, feature_key, features_root, mark_latest, texts_hash
@@ -142,12 +143,14 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
     sae_obj, sae_id = _resolve_sae(sae, lm, layer, texts, progress)
     settings = dict(model=lm.fingerprint, layer=layer, sae=sae_id, pooling=pooling,
                     content_only=content_only, weighting=weighting, max_df=max_df,
-                    sublinear=sublinear, texts=texts_hash(texts), baselines=baselines)
+                    sublinear=sublinear, texts=texts_hash(texts), baselines=baselines,
+                    **({} if max_tokens == 512 else {"max_tokens": max_tokens}))
     folder = features_root() / feature_key(settings)
     if (folder / "meta.json").exists():
         mark_latest(folder, companies_path)
         return folder
-    store = encode_texts(lm, texts.to_list(), layers=[layer], progress=progress)
+    store = encode_texts(lm, texts.to_list(), layers=[layer], max_tokens=max_tokens,
+                         progress=progress)
     tickers = list(texts.index)
     tl, ok = token_latents(sae_obj, store, layer, tickers)
     strings = token_strings(store)

@@ -77,3 +77,17 @@ def bundled_feature_set():
     meta = json.loads((folder / "meta.json").read_text())
     names = load_companies()["name"].reindex(V.index).fillna("").astype(str)
     return FeatureSet({"sae": V}, names, labels, {**meta, "bundled": True})
+
+
+def company_sae_vectors(companies: pd.DataFrame | None = None) -> pd.DataFrame:
+    """SAE company vectors for evaluation and backtests: the latest `finsae features build` for
+    these companies, else (for the bundled companies) the compact bundled copy."""
+    from .store import FeatureSet, find_cache
+    user = companies is not None and companies.attrs.get("vintage") == "user"
+    source = companies.attrs.get("source") if user else None
+    try:
+        return FeatureSet.load(find_cache(None, source), methods=["sae"], labels=False).vectors["sae"]
+    except DataError:
+        if user:
+            raise
+        return bundled_sae_vectors()

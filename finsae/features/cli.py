@@ -25,8 +25,9 @@ def register(subparsers) -> None:
     b.add_argument("--model", default=DEFAULT_BUILD["model"], help="LM (default %(default)s)")
     b.add_argument("--layer", type=int, default=DEFAULT_BUILD["layer"],
                    help="residual stream after this block (default %(default)s)")
-    b.add_argument("--sae", metavar="DIR", default=None,
-                   help="a saved SAE folder (default: train one on the descriptions, cached)")
+    b.add_argument("--sae", metavar="DIR", required=True,
+                   help="a saved SAE folder trained on this model's block --layer "
+                        "(`finsae sae train`; `finsae run` trains one for you)")
     b.add_argument("--pooling", choices=("sum", "mean", "max"), default=DEFAULT_BUILD["pooling"])
     b.add_argument("--all-tokens", action="store_true",
                    help="pool over every token (default: content words only)")

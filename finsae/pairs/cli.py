@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-DEFAULT_METHODS = "gics,gics_industry,sic,sic2,returns,random"
+DEFAULT_METHODS = "sae,embedding,gics,gics_industry,sic,sic2,returns,random"
 
 
 def register(subparsers) -> None:

@@ -116,6 +116,35 @@ def returns_partition(ctx: MethodContext) -> Callable[[pd.Timestamp, pd.Timestam
     return at
 
 
+def _vector_clusters(name: str, vectors: Callable[[MethodContext], pd.DataFrame]):
+    def factory(ctx: MethodContext) -> pd.Series:
+        from finsae.cluster import agglomerative
+        V = vectors(ctx)
+        V = V.loc[V.index.intersection(ctx.universe)]
+        k = int(_classification("gics_sub_industry")(ctx).nunique())
+        return agglomerative(V, k).rename(name)
+    return factory
+
+
+def _sae_vectors(ctx: MethodContext) -> pd.DataFrame:
+    from finsae.features.bundled import company_sae_vectors
+    return company_sae_vectors(ctx.companies)
+
+
+def _minilm_vectors(ctx: MethodContext) -> pd.DataFrame:
+    from finsae.features.baselines import minilm_embeddings
+    return minilm_embeddings(ctx.companies.loc[list(ctx.universe), "description"])
+
+
+# Text methods: average-linkage clusters on cosine distance at K = the number of GICS
+# sub-industries, as in `finsae evaluate`. The vectors come from descriptions of one vintage
+# (see the companies table), the same for every formation window.
+register_method("sae", "average-linkage clusters of SAE company features (K = GICS "
+                       "sub-industries)")(_vector_clusters("sae", _sae_vectors))
+register_method("embedding", "average-linkage clusters of MiniLM sentence embeddings (K = "
+                             "GICS sub-industries)")(_vector_clusters("embedding", _minilm_vectors))
+
+
 def candidate_pairs(partition: pd.Series, tickers=None) -> list[tuple[str, str]]:
     """Every pair (a, b), a < b, of tickers with the same label (restricted to `tickers`)."""
     part = partition.dropna()

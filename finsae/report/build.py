@@ -1,0 +1,54 @@
+"""The run report: what went in, the comparison tables, the plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .html import figure_html, paragraph, table_html, write_report
+
+
+def write_run_report(out: Path, metrics: dict, stages) -> Path:
+    inp, proto = metrics["inputs"], metrics["protocol"]
+    meta = {
+        "descriptions": f"{inp['companies']} (vintage: {inp['description_vintage']})",
+        "prices": f"{inp['prices']} ({inp['price_dates'][0]} .. {inp['price_dates'][1]})",
+        "in-sample years (every choice fixed here)": f"{proto['in_sample'][0]}-{proto['in_sample'][1]}",
+        "out-of-sample years": f"{proto['out_of_sample'][0]}-{proto['out_of_sample'][1]}",
+        "stages": ", ".join(f"{s.name} {'(cached)' if s.cached else ''}".strip() for s in stages),
+    }
+    ev = pd.DataFrame(metrics["evaluate"]["methods"]).T
+    ev = ev.astype(float).sort_values("mean_corr_out_of_sample", ascending=False)
+    bt = pd.DataFrame(metrics["backtest"]["methods"]).T
+    keep = [c for c in ("sharpe", "sortino", "annual_return", "volatility", "max_drawdown",
+                        "n_trades", "win_rate") if c in bt.columns]
+    bt = bt[keep].astype(float).sort_values("sharpe", ascending=False)
+    sae = metrics["sae"]
+    sae_rows = pd.DataFrame({"value": {k: v for k, v in sae.items() if not isinstance(v, dict)}})
+    sections = [
+        ("Company groupings: within-cluster return correlation (MeanCorr)", [
+            paragraph(f"{metrics['evaluate']['universe']} companies, every method on the same "
+                      f"universe; vector methods clustered by average linkage on cosine "
+                      f"distance into K = {metrics['evaluate']['k']} clusters. The unweighted "
+                      f"figure rewards many small tight clusters: read it beside the "
+                      f"pair-weighted figure, coverage and the cluster count.", "note"),
+            table_html(ev.rename_axis("method")),
+            _fig(out, "evaluate_meancorr_by_year.png", "MeanCorr by year per method"),
+            _fig(out, "evaluate_cluster_sizes.png", "cluster-size distributions")]),
+        ("Pairs trading after costs", [
+            paragraph(f"Walk-forward Engle-Granger pairs ({metrics['backtest']['period'][0]} .. "
+                      f"{metrics['backtest']['period'][1]}, {metrics['backtest']['n_periods']} "
+                      f"periods); hedge ratio and spread moments from the formation window only; "
+                      f"costs on.", "note"),
+            table_html(bt.rename_axis("method")),
+            _fig(out, "backtest_equity.png", "equity per method")]),
+        ("The SAE", [table_html(sae_rows, "{:.4g}")]),
+    ]
+    return write_report(out / "report.html", "finsae run report", sections, meta)
+
+
+def _fig(out: Path, name: str, caption: str) -> str:
+    p = out / name
+    return figure_html(p, caption) if p.exists() else paragraph(f"({name} not produced)")

@@ -289,7 +289,7 @@ def _collect(cfg, companies, prices, s_sae, s_eval, s_bt) -> dict:
     sae = json.loads((s_sae.path / "sae_stats.json").read_text())
     sae.pop("seconds", None)  # timings vary between runs; metrics.json must not
     return {
-        "inputs": {"companies": companies.attrs.get("source"),
+        "inputs": {"companies": cfg.data.companies or "bundled:data/companies.csv",
                    "description_vintage": companies.attrs.get("vintage"),
                    "prices": prices.attrs.get("source"),
                    "price_dates": [str(prices.index[0].date()), str(prices.index[-1].date())]},

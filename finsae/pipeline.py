@@ -116,7 +116,7 @@ class RunConfig:
             if unknown:
                 raise DataError(f"unknown key(s) {', '.join(sorted(unknown))} in [{f.name}]; "
                                 f"known: {', '.join(sorted(names))}", path=path)
-            kw[f.name] = f.default_factory.__call__().__class__(**section)
+            kw[f.name] = f.default_factory(**section)  # the section's dataclass
         if raw:
             raise DataError(f"unknown section(s) {', '.join(raw)}; known: "
                             f"{', '.join(g.name for g in dataclasses.fields(cls))}", path=path)
@@ -227,8 +227,7 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
         results, resolved, restricted = evaluate_all(ctx, cfg.evaluate.methods)
         table = compare(results.values())
         payload = {"universe": len(ctx.universe), "k": ctx.k,
-                   "methods": {n: {k: v for k, v in r.to_dict().items()}
-                               for n, r in results.items()}}
+                   "methods": {n: r.to_dict() for n, r in results.items()}}
         write_outputs(folder, table, results, resolved, restricted, payload, ctx)
 
     s_eval = stage("evaluate", {**dataclasses.asdict(cfg.evaluate), **inputs}, [s_feat],

@@ -92,8 +92,8 @@ def load_companies(path: str | Path | None = None, *, vintage: str = "latest",
     out = raw.copy()
     out["ticker"] = tickers
     out["description"] = desc
-    if "description_vintage" not in out.columns or not bundled:
-        out["description_vintage"] = "user" if not bundled else ""
+    if not bundled:  # the bundled table got its vintage column from _pick_vintage
+        out["description_vintage"] = "user"
     if "name" not in out.columns:
         out["name"] = out["ticker"]
     out["name"] = out["name"].where(out["name"].str.strip() != "", out["ticker"])

@@ -16,10 +16,10 @@ def load_corpus(min_chars: int = 200) -> pd.DataFrame:
     """DataFrame with columns id (symbol), name, text; one row per distinct summary."""
     d = data_dir() / "corpus"
     frames = []
-    for file, sym in (("us_exchange_equities.csv.gz", "symbol"),
-                      ("us_companies_foreign_listings.csv.gz", "symbol")):
+    for file in ("us_exchange_equities.csv.gz", "us_companies_foreign_listings.csv.gz"):
         f = pd.read_csv(d / file, dtype=str, keep_default_na=False)
-        frames.append(pd.DataFrame({"id": f[sym], "name": f["name"], "text": f["summary"].str.strip()}))
+        frames.append(pd.DataFrame({"id": f["symbol"], "name": f["name"],
+                                    "text": f["summary"].str.strip()}))
     raw = pd.concat(frames, ignore_index=True)
     report = LoadReport(source=str(d), n_read=len(raw))
     short = raw["text"].str.len() < min_chars

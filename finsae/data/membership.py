@@ -65,10 +65,3 @@ def sp500_members(date, universe=None) -> list[str]:
             out.add(t)
     return sorted(out)
 
-
-def membership_matrix(dates, universe) -> pd.DataFrame:
-    """Boolean frame dates x universe: member of the S&P 500 on that date."""
-    universe = [normalize_ticker(u) for u in universe]
-    rows = {pd.Timestamp(d): set(sp500_members(d, universe)) for d in dates}
-    return pd.DataFrame([[t in m for t in universe] for m in rows.values()],
-                        index=pd.DatetimeIndex(list(rows), name="date"), columns=universe)

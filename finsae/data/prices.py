@@ -213,10 +213,7 @@ def _parse_long(df: pd.DataFrame, lower: list[str], path) -> pd.DataFrame:
     price = _parse_numbers(df.iloc[:, [pcol]], path, ["?"], rows)[:, 0]
     frame = pd.DataFrame({"date": dates, "ticker": tick, "price": price, "row": rows})
     for t, g in frame.groupby("ticker", sort=False):
-        try:
-            _check_dates(pd.DatetimeIndex(g["date"]), g["row"].to_numpy(), path, ticker=t)
-        except DataError as e:
-            raise e from None
+        _check_dates(pd.DatetimeIndex(g["date"]), g["row"].to_numpy(), path, ticker=t)
     out = frame.pivot(index="date", columns="ticker", values="price").sort_index()
     out.index.name, out.columns.name = "date", "ticker"
     out.attrs["report"] = LoadReport(source=str(path), n_read=len(frame),

@@ -174,10 +174,20 @@ class MSTThreshold:
 
 def agglomerative(vectors, n_clusters: int, *, linkage: str = "average",
                   metric: str = "cosine") -> Partition:
-    """Agglomerative clustering into `n_clusters` (sklearn; average linkage on cosine distance)."""
+    """Agglomerative clustering into `n_clusters` (sklearn; average linkage on cosine distance).
+
+    linkage="ward" with metric="cosine" runs Ward on the L2-normalised rows (squared euclidean
+    distance between unit vectors is 2 x cosine distance); Ward keeps clusters balanced where
+    average linkage tends to form one catch-all cluster and many singletons."""
     X, index = as_matrix(vectors)
     _check_k(n_clusters, len(X))
-    if metric == "cosine":
+    if linkage == "ward" and metric == "cosine":
+        norms = np.linalg.norm(X, axis=1)
+        if (norms == 0).any():
+            raise DataError("a company vector is all zeros: cosine distance is undefined")
+        codes = AgglomerativeClustering(n_clusters=n_clusters, linkage="ward").fit_predict(
+            X / norms[:, None])
+    elif metric == "cosine":
         model = AgglomerativeClustering(n_clusters=n_clusters, linkage=linkage,
                                         metric="precomputed")
         codes = model.fit_predict(_cosine_distance_matrix(X))

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .data.errors import DataError
+from .evaluate.peers import KNN
 
 
 def _years(text: str) -> tuple[int, ...]:
@@ -42,6 +43,10 @@ def context_arguments(p: argparse.ArgumentParser) -> None:
                    help="clusters for vector methods (default: number of GICS sub-industries "
                         "in the universe)")
     p.add_argument("--seeds", type=int, default=100, help="random partitions (default 100)")
+    p.add_argument("--linkage", choices=("average", "ward", "complete", "single"),
+                   default="average",
+                   help="agglomerative linkage for vector methods, on cosine distance (ward: on "
+                        "L2-normalised vectors) (default average)")
     p.add_argument("--min-coverage", type=float, default=0.0,
                    help="MST methods: thresholds covering less than this share of the "
                         "companies are never chosen (default 0)")
@@ -60,7 +65,7 @@ def make_context(args):
     ctx = EvalContext(companies, prices, years=args.years, fit_years=args.fit_years,
                       freq=args.freq, k=args.k, n_seeds=args.seeds,
                       min_coverage=args.min_coverage,
-                      max_cluster_share=args.max_cluster_share)
+                      max_cluster_share=args.max_cluster_share, linkage=args.linkage)
     if len(ctx.universe) < 2:
         raise DataError("fewer than 2 companies have a description, SIC, all GICS levels and "
                         "prices: nothing to evaluate")
@@ -87,38 +92,22 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def evaluate_all(ctx, names, log=None) -> tuple[dict, dict, dict]:
-    """(results by method, resolved methods, restricted comparisons for MST methods)."""
-    from . import cluster as cl
-    from .methods import resolve, score
-    results, resolved = {}, {}
-    for name in names:
-        t0 = time.perf_counter()
-        m = resolve(name, ctx)
-        resolved[name] = m
-        results[name] = score(m, ctx)
-        if log:
-            log(f"{name}: {time.perf_counter() - t0:.1f}s")
-    restricted = {}
-    for name, m in resolved.items():
-        if m.notes.get("algorithm") != "mst_threshold":
-            continue
-        cover = cl.covered(m.partition)
-        restricted[name] = {}
-        for other, o in resolved.items():
-            if o.notes.get("algorithm") == "mst_threshold" and other != name:
-                continue
-            restricted[name][other] = score(o, ctx, within=cover, name=f"{other} within {name}")
-    return results, resolved, restricted
+def evaluate_all(ctx, names, log=None):
+    """(results by method, resolved methods, restricted comparisons for MST methods); see
+    `finsae.methods.evaluate_methods` for the full `Evaluation` with the peer metrics."""
+    from .methods import evaluate_methods
+    ev = evaluate_methods(ctx, names, log)
+    return ev.results, ev.resolved, ev.restricted
 
 
 def run(args) -> int:
-    from .evaluate import compare
+    from .methods import evaluate_methods
     names = list(dict.fromkeys(args.methods))
     log = (lambda s: print(s, file=sys.stderr)) if args.json else None
     ctx = make_context(args)
-    results, resolved, restricted = evaluate_all(ctx, names, log)
-    table = compare(results.values())
+    ev = evaluate_methods(ctx, names, log)
+    results, resolved, restricted = ev.results, ev.resolved, ev.restricted
+    table = ev.table()
     payload = {
         "universe": {"n_companies": len(ctx.universe),
                      "companies": ctx.companies.attrs.get("source"),
@@ -130,17 +119,21 @@ def run(args) -> int:
                      "k": ctx.k, "n_seeds_random": ctx.n_seeds,
                      "mst_min_coverage": ctx.min_coverage,
                      "mst_max_cluster_share": ctx.max_cluster_share,
+                     "linkage": ctx.linkage, "knn": KNN, "baseline": ev.baseline,
                      "metric": "mean over years of the unweighted mean over clusters of the "
-                               "mean within-cluster pairwise Pearson correlation"},
-        "methods": {n: {**r.to_dict(args.ci_by, args.n_boot), "choice": _jsonable(
-            resolved[n].notes)} for n, r in results.items()},
+                               "mean within-cluster pairwise Pearson correlation",
+                     "peer_metrics": "firm means per year of daily-return R² on the equal-"
+                                     "weighted peer mean (docs/evaluation.md), then years"},
+        "methods": {n: {**d, "choice": _jsonable(resolved[n].notes)}
+                    for n, d in ev.method_dicts(args.ci_by, args.n_boot).items()},
     }
     if restricted:
         payload["restricted_to_mst_coverage"] = {
             n: {o: {k: v for k, v in r.to_dict(args.ci_by, args.n_boot).items()
                     if k != "by_year"} for o, r in d.items()} for n, d in restricted.items()}
     if args.out:
-        write_outputs(Path(args.out), table, results, resolved, restricted, payload, ctx)
+        write_outputs(Path(args.out), table, results, resolved, restricted, payload, ctx,
+                      ev.peers)
     if args.json:
         json.dump(payload, sys.stdout, indent=1)
         print()
@@ -158,9 +151,10 @@ def run(args) -> int:
 
 
 def format_table(table: pd.DataFrame) -> str:
-    cols = ["mean_corr", "ci_low", "ci_high", "in_sample", "out_of_sample", "pair_weighted",
-            "coverage", "n_clusters", "k"]
-    t = table[cols].copy()
+    cols = ["peer_r2_in", "peer_r2_out", "knn_r2_in", "knn_r2_out", "delta_r2_out",
+            "mean_corr", "in_sample", "out_of_sample", "pair_weighted", "coverage",
+            "n_clusters", "k"]
+    t = table[[c for c in cols if c in table]].copy()
     return t.to_string(float_format=lambda v: f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}")
 
 
@@ -176,10 +170,14 @@ def _jsonable(x):
     return x
 
 
-def write_outputs(out: Path, table, results, resolved, restricted, payload, ctx) -> None:
+def write_outputs(out: Path, table, results, resolved, restricted, payload, ctx,
+                  peers: dict | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     table.rename_axis("method").to_csv(out / "meancorr.csv", float_format="%.5f")
     long = pd.concat({n: r.by_year for n, r in results.items()}, names=["method", "year"])
+    if peers:
+        pd.concat({n: p.by_year for n, p in peers.items()}, names=["method", "year"]).to_csv(
+            out / "peers_by_year.csv", float_format="%.5f")
     long.to_csv(out / "by_year.csv", float_format="%.5f")
     if restricted:
         rows = [r.summary().rename(f"{o} within {n}") for n, d in restricted.items()
@@ -188,6 +186,8 @@ def write_outputs(out: Path, table, results, resolved, restricted, payload, ctx)
                                                         float_format="%.5f")
     (out / "results.json").write_text(json.dumps(payload, indent=1))
     plot_by_year(results, out / "meancorr_by_year.png")
+    if peers:
+        plot_peers_by_year(peers, out / "peer_r2_by_year.png")
     plot_cluster_sizes(resolved, ctx, out / "cluster_sizes.png")
 
 
@@ -209,6 +209,31 @@ def plot_by_year(results: dict, path: Path) -> None:
     ax.set_ylabel("MeanCorr (within-cluster return correlation)")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_peers_by_year(peers: dict, path: Path) -> None:
+    """Peer R² (cluster peers) and kNN-10 R² by year, one line per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    colors = plt.get_cmap("tab20").colors
+    for ax, col, title in zip(axes, ("peer_r2", "knn_r2"),
+                              ("peer R² (cluster peers; market if none)", "kNN-10 peer R²")):
+        for i, (n, p) in enumerate(peers.items()):
+            ax.plot(p.by_year.index, p.by_year[col], marker=".", label=n,
+                    color=colors[i % len(colors)])
+        fit = p.in_sample
+        if fit:
+            ax.axvspan(min(fit) - 0.5, max(fit) + 0.5, color="0.9", zorder=0)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("year (shaded: in-sample)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("R² of daily returns on the peer mean, firm average")
+    axes[1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -52,6 +52,8 @@ class EvalContext:
     theta_grid: tuple | None = None  # None: quantiles of the MST edge z-scores
     min_coverage: float = 0.0
     max_cluster_share: float = 1.0
+    #: linkage of the agglomerative clustering of vector methods (cosine distance)
+    linkage: str = "average"
     cache: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -83,6 +85,12 @@ class EvalContext:
         return list(range(min(first, min(self.years)), max(self.years) + 1))
 
     @cached_property
+    def peer_panel(self):
+        """Daily returns per scored year for the every-firm peer metrics."""
+        from .evaluate.peers import PeerPanel
+        return PeerPanel(self.daily_returns, self.universe, self.years)
+
+    @cached_property
     def daily_returns(self) -> pd.DataFrame:
         from .evaluate import screened_returns
         return screened_returns(self.prices, self.universe, "D")
@@ -107,6 +115,10 @@ class Method:
     name: str
     partition: object  # Series, dict year -> Series, or list of them (random seeds)
     notes: dict = field(default_factory=dict)
+    #: vector methods: the name of their vectors in the context (kNN peer sets by cosine)
+    vectors: str | None = None
+    #: classifications: the levels from this one to the coarsest (kNN-equivalent peer sets)
+    levels: tuple[str, ...] | None = None
 
 
 def _level(level: str) -> Callable[[EvalContext], pd.Series]:
@@ -129,11 +141,12 @@ def _returns(ctx: EvalContext) -> dict:
     return ctx.cache[key]
 
 
+CLASSIFICATIONS = ("sic4", "sic3", "sic2", "sic_division", "gics_sector", "gics_industry_group",
+                   "gics_industry", "gics_sub_industry")
+
 PARTITIONS: dict[str, Callable[[EvalContext], object]] = {
     "one_cluster": lambda ctx: cl.one_cluster(ctx.universe),
-    **{level: _level(level) for level in (
-        "sic4", "sic3", "sic2", "sic_division", "gics_sector", "gics_industry_group",
-        "gics_industry", "gics_sub_industry")},
+    **{level: _level(level) for level in CLASSIFICATIONS},
     "returns": _returns,
 }
 
@@ -197,25 +210,32 @@ def resolve(name: str, ctx: EvalContext) -> Method:
             m = resolve(base, ctx)
         finally:
             ctx.k = old_k
-        return Method(name, m.partition, m.notes)
+        return Method(name, m.partition, m.notes, vectors=m.vectors)
     if name == "random":
         ref = ctx.label("gics_sub_industry")
         return Method(name, cl.random_partitions(ref, ctx.n_seeds, ctx.seed),
                       {"sizes_of": "gics_sub_industry", "n_seeds": ctx.n_seeds})
     if name in PARTITIONS:
         p = PARTITIONS[name](ctx)
-        return p if isinstance(p, Method) else Method(name, p)
+        if not isinstance(p, Method):
+            from .evaluate.peers import hierarchy_of
+            levels = hierarchy_of(name) if name in CLASSIFICATIONS else None
+            p = Method(name, p, levels=levels)
+        return p
     if name in VECTORS or name in ctx.cache:  # ctx.cache: vectors a caller supplied
-        return Method(name, cl.agglomerative(ctx.vectors(name), ctx.k),
-                      {"algorithm": "agglomerative", "linkage": "average",
-                       "metric": "cosine", "k": ctx.k})
+        return Method(name, cl.agglomerative(ctx.vectors(name), ctx.k, linkage=ctx.linkage),
+                      {"algorithm": "agglomerative", "linkage": ctx.linkage,
+                       "metric": "cosine", "k": ctx.k}, vectors=name)
     for suffix in SUFFIXES:
         base = name[: -len(suffix)]
         if name.endswith(suffix) and (base in VECTORS or base in ctx.cache):
             if suffix == "_kmeans":
                 return Method(name, cl.kmeans(ctx.vectors(base), ctx.k, seed=ctx.seed),
-                              {"algorithm": "kmeans", "k": ctx.k, "seed": ctx.seed})
-            return _mst(name, base, ctx, rolling=suffix == "_mst_rolling")
+                              {"algorithm": "kmeans", "k": ctx.k, "seed": ctx.seed},
+                              vectors=base)
+            m = _mst(name, base, ctx, rolling=suffix == "_mst_rolling")
+            m.vectors = base
+            return m
     import difflib
     hint = difflib.get_close_matches(name, known_methods(), n=4, cutoff=0.6)
     raise DataError(f"unknown method {name!r}" + (f"; did you mean {', '.join(hint)}?" if hint
@@ -264,3 +284,74 @@ def score(method: Method, ctx: EvalContext, years=None, within=None, name: str |
         res = ctx.panel.score(method.partition, method.name, **kw)
     res.notes = {**method.notes, **res.notes}
     return res
+
+
+def peer_score(method: Method, ctx: EvalContext):
+    """Every-firm peer metrics (`finsae.evaluate.peers`) of a resolved method: cluster peer
+    sets from its partition; kNN-10 peer sets from its vectors (vector methods), from its
+    classification hierarchy (SIC, GICS), else from its clusters."""
+    kw = dict(years=ctx.years, in_sample=ctx.fit_years,
+              out_of_sample=tuple(y for y in ctx.years if y not in ctx.fit_years))
+    vectors = ctx.vectors(method.vectors) if method.vectors else None
+    levels = [ctx.label(lv) for lv in method.levels] if method.levels else None
+    return ctx.peer_panel.evaluate(method.name, partition=method.partition, vectors=vectors,
+                                   levels=levels, **kw)
+
+
+BASELINE = "gics_sub_industry"
+
+
+@dataclass
+class Evaluation:
+    """Every method of one comparison: MeanCorr and peer results, how each was resolved, and
+    (for MST methods) the other methods restricted to the companies it covers."""
+
+    results: dict
+    peers: dict
+    resolved: dict
+    restricted: dict
+    baseline: str = BASELINE
+
+    def table(self) -> pd.DataFrame:
+        """One row per method: the peer metrics first, then MeanCorr and its companions."""
+        from .evaluate import compare
+        mc = compare(self.results.values())
+        pr = pd.DataFrame([p.summary() for p in self.peers.values()])
+        return pr.join(mc, how="outer").loc[list(self.results)]
+
+    def method_dicts(self, ci_by: str = "year", n_boot: int = 2000) -> dict:
+        base = self.peers.get(self.baseline)
+        return {n: {**self.peers[n].to_dict(base), **r.to_dict(ci_by, n_boot)}
+                for n, r in self.results.items()}
+
+
+def evaluate_methods(ctx: EvalContext, names, log=None) -> Evaluation:
+    """Resolve and score every method on ctx's universe (MeanCorr and peer metrics); the
+    baseline (GICS sub-industry) is scored too for the paired comparisons."""
+    import time
+    results, peers, resolved = {}, {}, {}
+    for name in names:
+        t0 = time.perf_counter()
+        m = resolve(name, ctx)
+        resolved[name] = m
+        results[name] = score(m, ctx)
+        peers[name] = peer_score(m, ctx)
+        if log:
+            log(f"{name}: {time.perf_counter() - t0:.1f}s")
+    if BASELINE not in peers:
+        peers_base = peer_score(resolve(BASELINE, ctx), ctx)
+    else:
+        peers_base = peers[BASELINE]
+    restricted = {}
+    for name, m in resolved.items():
+        if m.notes.get("algorithm") != "mst_threshold":
+            continue
+        cover = cl.covered(m.partition)
+        restricted[name] = {}
+        for other, o in resolved.items():
+            if o.notes.get("algorithm") == "mst_threshold" and other != name:
+                continue
+            restricted[name][other] = score(o, ctx, within=cover, name=f"{other} within {name}")
+    # the baseline is scored for the paired comparisons even when it is not a listed method
+    peers.setdefault(BASELINE, peers_base)
+    return Evaluation(results, peers, resolved, restricted)

@@ -77,6 +77,9 @@ class EvaluateSection:
     fit_years: tuple[int, int] = (2001, 2010)
     #: random partitions averaged
     n_seeds: int = 100
+    #: agglomerative linkage of the vector methods on cosine distance: average, ward (on
+    #: L2-normalised vectors), complete (chosen on 2001-2010: experiments/results/search.md)
+    linkage: str = "average"
 
 
 @dataclass
@@ -211,24 +214,24 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
 
     # 3. MeanCorr evaluation of every method on one universe
     def evaluate(folder: Path):
-        from .evaluate import compare
-        from .evaluate_cli import evaluate_all, write_outputs
+        from .evaluate_cli import write_outputs
         from .features.store import FeatureSet
-        from .methods import EvalContext
+        from .methods import EvalContext, evaluate_methods
         fs = FeatureSet.load(s_feat.path / "features", labels=False)
         y0, y1 = cfg.evaluate.years
         f0, f1 = cfg.evaluate.fit_years
         from .data import evaluation_universe
         universe = [t for t in evaluation_universe(companies, prices) if t in fs.tickers]
         ctx = EvalContext(companies, prices, universe=universe, years=tuple(range(y0, y1 + 1)),
-                          fit_years=tuple(range(f0, f1 + 1)), n_seeds=cfg.evaluate.n_seeds)
+                          fit_years=tuple(range(f0, f1 + 1)), n_seeds=cfg.evaluate.n_seeds,
+                          linkage=cfg.evaluate.linkage)
         for name, V in fs.vectors.items():  # the vectors of this run, not a global cache
             ctx.cache["minilm" if name == "embedding" else name] = V.loc[ctx.universe]
-        results, resolved, restricted = evaluate_all(ctx, cfg.evaluate.methods)
-        table = compare(results.values())
-        payload = {"universe": len(ctx.universe), "k": ctx.k,
-                   "methods": {n: r.to_dict() for n, r in results.items()}}
-        write_outputs(folder, table, results, resolved, restricted, payload, ctx)
+        ev = evaluate_methods(ctx, cfg.evaluate.methods)
+        payload = {"universe": len(ctx.universe), "k": ctx.k, "linkage": ctx.linkage,
+                   "baseline": ev.baseline, "methods": ev.method_dicts()}
+        write_outputs(folder, ev.table(), ev.results, ev.resolved, ev.restricted, payload, ctx,
+                      ev.peers)
 
     s_eval = stage("evaluate", {**dataclasses.asdict(cfg.evaluate), **inputs}, [s_feat],
                    evaluate)
@@ -282,6 +285,14 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
     return metrics
 
 
+#: the per-method figures of metrics.json: the every-firm peer metrics lead, MeanCorr follows
+METRIC_KEYS = tuple(f"{m}{s}" for m in ("peer_r2", "knn_r2", "excess_r2", "delta_r2",
+                                        "knn_corr")
+                    for s in ("_in_sample", "_out_of_sample")) + (
+    "peer_coverage", "mean_corr", "mean_corr_in_sample", "mean_corr_out_of_sample",
+    "pair_weighted", "pair_weighted_out_of_sample", "coverage", "n_clusters")
+
+
 def _collect(cfg, companies, prices, s_sae, s_eval, s_bt) -> dict:
     ev = json.loads((s_eval.path / "results.json").read_text())
     bt = json.loads((s_bt.path / "backtest.json").read_text())
@@ -297,9 +308,7 @@ def _collect(cfg, companies, prices, s_sae, s_eval, s_bt) -> dict:
                      "out_of_sample": [cfg.evaluate.fit_years[1] + 1, cfg.evaluate.years[1]]},
         "sae": sae,
         "evaluate": {"universe": ev["universe"], "k": ev["k"], "methods": {
-            n: {k: m.get(k) for k in ("mean_corr", "mean_corr_in_sample",
-                                      "mean_corr_out_of_sample", "pair_weighted", "coverage",
-                                      "n_clusters")} for n, m in ev["methods"].items()}},
+            n: {k: m.get(k) for k in METRIC_KEYS} for n, m in ev["methods"].items()}},
         "backtest": bt,
     }
 

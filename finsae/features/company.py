@@ -31,6 +31,7 @@ from ..data.errors import DataError
 
 POOLINGS = ("sum", "mean", "max")
 WEIGHTINGS = (None, "idf", "standardize")
+TFS = (None, "sublinear", "binary", "bm25")
 
 
 # ----------------------------------------------------------------------------- token latents
@@ -221,7 +222,13 @@ class CompanyFeatures:
         companies (None: keep all). min_df: drop latents active in fewer companies (an int).
     sublinear: replace a pooled value x by 1 + log(x / scale) where x > 0 (scale = the
         latent's median non-zero value), damping latents that fire on every token of a long
-        text, as TF-IDF's sublinear tf does.
+        text, as TF-IDF's sublinear tf does (the same as tf="sublinear").
+    tf: how a pooled value becomes a term frequency, latents read as a vocabulary: None (the
+        pooled value), "sublinear" (above), "binary" (1 where the latent fires) or "bm25"
+        (x / scale saturated as x (k1 + 1) / (x + k1 (1 - b + b len / mean len)), k1 = 1.2,
+        b = 0.75, len = the company's total pooled mass over scale; Robertson and Zaragoza).
+    top_n: keep only each company's top_n latents after weighting (sparse company vectors;
+        None keeps all).
     weighting: None, "idf" (multiply latent j by log((1 + n) / (1 + df_j)) + 1, sklearn's smooth
         idf: latents specific to few companies weigh more) or "standardize" (z-score each latent
         over the fitted companies, the paper's StandardScaler).
@@ -230,17 +237,25 @@ class CompanyFeatures:
     """
 
     def __init__(self, max_df: float | None = None, min_df: int = 1, sublinear: bool = False,
-                 weighting: str | None = None, pca: int | None = None, normalize: bool = True):
+                 weighting: str | None = None, pca: int | None = None, normalize: bool = True,
+                 tf: str | None = None, top_n: int | None = None):
         self.max_df = max_df
         self.min_df = min_df
         self.sublinear = sublinear
         self.weighting = weighting
         self.pca = pca
         self.normalize = normalize
+        self.tf = tf
+        self.top_n = top_n
 
     def get_params(self, deep: bool = True) -> dict:
         return {k: getattr(self, k) for k in
-                ("max_df", "min_df", "sublinear", "weighting", "pca", "normalize")}
+                ("max_df", "min_df", "sublinear", "weighting", "pca", "normalize", "tf",
+                 "top_n")}
+
+    @property
+    def _tf(self) -> str | None:
+        return self.tf if self.tf is not None else ("sublinear" if self.sublinear else None)
 
     def set_params(self, **params) -> "CompanyFeatures":
         for k, v in params.items():
@@ -271,6 +286,10 @@ class CompanyFeatures:
             raise DataError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if self.max_df is not None and not 0 < self.max_df <= 1:
             raise DataError(f"max_df must be in (0, 1], got {self.max_df!r}")
+        if self.tf not in TFS:
+            raise DataError(f"tf must be one of {TFS}, got {self.tf!r}")
+        if self.top_n is not None and int(self.top_n) < 1:
+            raise DataError(f"top_n must be a positive count, got {self.top_n!r}")
         V = X.to_numpy(dtype=float)
         n = len(V)
         df = (V > 0).sum(axis=0)
@@ -284,10 +303,14 @@ class CompanyFeatures:
         self.keep_ = keep
         self.columns_ = X.columns[keep]
         V = V[:, keep]
-        if self.sublinear:
+        if self._tf in ("sublinear", "bm25"):
             nz = np.where(V > 0, V, np.nan)
-            self.scale_ = np.nan_to_num(np.nanmedian(nz, axis=0), nan=1.0) if n else np.ones(V.shape[1])
-            V = self._sublinear(V)
+            with np.errstate(all="ignore"):
+                med = np.nanmedian(nz, axis=0) if n else np.ones(V.shape[1])
+            self.scale_ = np.nan_to_num(med, nan=1.0)
+        if self._tf == "bm25":
+            self.mean_len_ = float((V / self.scale_).sum(axis=1).mean()) or 1.0
+        V = self._term_freq(V)
         self.weights_ = np.ones(V.shape[1])
         self.mean_ = np.zeros(V.shape[1])
         if self.weighting == "idf":
@@ -296,7 +319,7 @@ class CompanyFeatures:
             self.mean_ = V.mean(axis=0)
             sd = V.std(axis=0)
             self.weights_ = 1 / np.where(sd > 0, sd, 1.0)
-        V = (V - self.mean_) * self.weights_
+        V = self._top((V - self.mean_) * self.weights_)
         if self.pca:
             from sklearn.decomposition import PCA
             nc = min(int(self.pca), n, V.shape[1])
@@ -309,6 +332,27 @@ class CompanyFeatures:
         with np.errstate(divide="ignore"):
             return np.where(V > 0, 1 + np.log(np.maximum(V / self.scale_, 1e-12)).clip(min=-0.999), 0.0)
 
+    def _term_freq(self, V: np.ndarray) -> np.ndarray:
+        tf = self._tf
+        if tf == "sublinear":
+            return self._sublinear(V)
+        if tf == "binary":
+            return (V > 0).astype(float)
+        if tf == "bm25":
+            k1, b = 1.2, 0.75
+            X = V / self.scale_
+            length = X.sum(axis=1, keepdims=True) / self.mean_len_
+            return X * (k1 + 1) / (X + k1 * (1 - b + b * length))
+        return V
+
+    def _top(self, V: np.ndarray) -> np.ndarray:
+        if self.top_n is None or V.shape[1] <= int(self.top_n):
+            return V
+        n = int(self.top_n)
+        cut = -np.partition(-V, n - 1, axis=1)[:, n - 1:n]
+        # ties at the cut are kept; a row with fewer than n positive values keeps them all
+        return np.where(V >= cut, V, 0.0)
+
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         if not hasattr(self, "keep_"):
             raise DataError("CompanyFeatures is not fitted: call fit first")
@@ -317,9 +361,7 @@ class CompanyFeatures:
             raise DataError(f"the latents differ from the fitted ones ({X.shape[1]} columns vs "
                             f"{len(self.columns_in_)})")
         V = X.to_numpy(dtype=float)[:, self.keep_]
-        if self.sublinear:
-            V = self._sublinear(V)
-        V = (V - self.mean_) * self.weights_
+        V = self._top((self._term_freq(V) - self.mean_) * self.weights_)
         cols = self.columns_
         if self.pca_ is not None:
             V = self.pca_.transform(V)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .data.errors import DataError
+from ..data.errors import DataError
 
 IN_SAMPLE = tuple(range(2001, 2011))
 OUT_OF_SAMPLE = tuple(range(2011, 2021))
@@ -196,8 +196,8 @@ def screened_returns(prices: pd.DataFrame, tickers: Iterable[str] | None = None,
 
     For the bundled prices the raw close used by the screen is read through the price cache
     (parquet), which takes a fraction of a second instead of parsing the CSV each time."""
-    from .data.prices import bundled_prices_path, known_price_fixes, load_prices
-    from .data.returns import log_returns
+    from ..data.prices import bundled_prices_path, known_price_fixes, load_prices
+    from ..data.returns import log_returns
     cols = list(prices.columns if tickers is None else tickers)
     missing = pd.Index(cols).difference(prices.columns)
     if len(missing):

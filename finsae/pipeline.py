@@ -277,6 +277,7 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
         for f in s.path.iterdir():
             if f.suffix in (".csv", ".png"):
                 shutil.copy2(f, out / f"{s.name}_{f.name}")
+    _write_vectors(s_feat.path / "features", out / "vectors")
     (out / "config.toml").write_text(cfg.to_toml())
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
     from .report.build import write_run_report
@@ -293,6 +294,27 @@ METRIC_KEYS = tuple(f"{m}{s}" for m in ("peer_r2", "knn_r2", "excess_r2", "delta
     "pair_weighted", "pair_weighted_out_of_sample", "coverage", "n_clusters")
 
 
+def _write_vectors(features: Path, folder: Path) -> None:
+    """Every method's company vectors, one parquet file per method (tickers as the index), so
+    an analyst can load them (`pd.read_parquet`) and a run can be re-scored elsewhere."""
+    from .features.store import FeatureSet
+    fs = FeatureSet.load(features, labels=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, V in fs.vectors.items():
+        V = V.set_axis(V.columns.astype(str), axis=1).rename_axis("ticker")
+        V.to_parquet(folder / f"{name}.parquet")
+
+
+def _won(m: dict) -> dict:
+    """Out-of-sample paired differences against the baseline: mean and years won."""
+    out = {}
+    for metric in ("peer_r2", "knn_r2", "delta_r2"):
+        d = m["vs_baseline"][metric]["out_of_sample"]
+        out[f"{metric}_diff"] = d["mean_diff"]
+        out[f"{metric}_years_won"] = f"{d['years_won']}/{d['years']}"
+    return out
+
+
 def _collect(cfg, companies, prices, s_sae, s_eval, s_bt) -> dict:
     ev = json.loads((s_eval.path / "results.json").read_text())
     bt = json.loads((s_bt.path / "backtest.json").read_text())
@@ -307,8 +329,11 @@ def _collect(cfg, companies, prices, s_sae, s_eval, s_bt) -> dict:
                      "years": list(cfg.evaluate.years),
                      "out_of_sample": [cfg.evaluate.fit_years[1] + 1, cfg.evaluate.years[1]]},
         "sae": sae,
-        "evaluate": {"universe": ev["universe"], "k": ev["k"], "methods": {
-            n: {k: m.get(k) for k in METRIC_KEYS} for n, m in ev["methods"].items()}},
+        "evaluate": {"universe": ev["universe"], "k": ev["k"], "linkage": ev.get("linkage"),
+                     "methods": {n: {k: m.get(k) for k in METRIC_KEYS}
+                                 for n, m in ev["methods"].items()},
+                     "vs_gics": {n: _won(m) for n, m in ev["methods"].items()
+                                 if "vs_baseline" in m}},
         "backtest": bt,
     }
 

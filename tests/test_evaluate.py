@@ -255,9 +255,20 @@ def test_cli_evaluate_json_and_outputs(tmp_path, capsys, monkeypatch):
         assert {"mean_corr", "mean_corr_out_of_sample", "coverage", "n_clusters",
                 "by_year", "pair_weighted", "mean_corr_ci"} <= set(rec)
         assert set(rec["by_year"]) == {"2002", "2003", "2004"}
+        # the every-firm metrics, each over all years, in-sample and out-of-sample
+        for metric in ("peer_r2", "excess_r2", "delta_r2", "knn_r2", "knn_corr"):
+            for suffix in ("", "_in_sample", "_out_of_sample"):
+                assert isinstance(rec[metric + suffix], float), metric + suffix
+        assert rec["vs_baseline"]["baseline"] == "gics_sub_industry"
+        won = rec["vs_baseline"]["knn_r2"]["out_of_sample"]
+        assert won["years"] == 1 and 0 <= won["years_won"] <= 1
+    assert m["one_cluster"]["excess_r2"] == pytest.approx(0, abs=1e-12)
+    assert m["tfidf"]["peer_notes"]["knn"].startswith("10 nearest")
+    assert m["gics_sector"]["peer_notes"]["knn"].startswith("classification")
     assert "gics_sector" in data["restricted_to_mst_coverage"]["tfidf_mst"]
     for f in ("meancorr.csv", "by_year.csv", "results.json", "meancorr_by_year.png",
-              "cluster_sizes.png", "meancorr_restricted.csv"):
+              "cluster_sizes.png", "meancorr_restricted.csv", "peers_by_year.csv",
+              "peer_r2_by_year.png"):
         assert (out / f).stat().st_size > 0
     assert pd.read_csv(out / "meancorr.csv", index_col=0).shape[0] == 5
     # the cluster verb and a clear error for an unknown method

@@ -45,6 +45,16 @@ def test_run_small_end_to_end_cached_and_deterministic(tmp_path, capsys):
     assert set(m["evaluate"]["methods"]) == {"sae", "hidden", "tfidf", "gics_sub_industry",
                                             "random"}
     assert 0 < m["sae"]["fvu"] < 1 and m["inputs"]["description_vintage"] == "latest"
+    # the every-firm metrics lead, with the paired comparison against GICS sub-industry
+    for rec in m["evaluate"]["methods"].values():
+        assert {"peer_r2_out_of_sample", "knn_r2_out_of_sample", "delta_r2_in_sample",
+                "mean_corr"} <= set(rec)
+    assert "/" in m["evaluate"]["vs_gics"]["sae"]["knn_r2_years_won"]
+    # every method's company vectors, tickers as the index
+    import pandas as pd
+    V = pd.read_parquet(out / "vectors" / "sae.parquet")
+    assert V.index.name == "ticker" and len(V) == 40
+    assert {"sae", "hidden", "tfidf", "embedding"} <= {p.stem for p in (out / "vectors").iterdir()}
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "out-of-sample" in html
     # a second run reuses every stage and writes the same metrics

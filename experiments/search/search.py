@@ -95,12 +95,32 @@ def _periods(table: pd.DataFrame, col: str, ctx: Context, name: str | None = Non
 # ----------------------------------------------------------------------------- activations
 
 def store_for(texts: list[str], layers, lm=None):
-    from finsae.lm import encode_texts, load_lm
-    lm = lm or load_lm("smollm2-135m")
-    return encode_texts(lm, texts, layers=list(layers), max_tokens=512, progress=False), lm
+    """The cached activation store of `texts` (encode.py writes it): found by its texts, so a
+    change of the model fingerprint's definition does not force a re-encode."""
+    from finsae.lm.store import ActivationStore
+    root = cache_dir("activations")
+    for manifest in root.glob("*/manifest.json"):
+        m = json.loads(manifest.read_text())
+        if m.get("n_texts") != len(texts) or sorted(m.get("layers", [])) != sorted(layers):
+            continue
+        store = ActivationStore.open(manifest.parent)
+        if store.texts == list(texts):
+            return store, None
+    raise SystemExit(f"no complete activation store for these {len(texts)} texts at layers "
+                     f"{list(layers)}: run experiments/search/encode.py first")
 
 
 # ----------------------------------------------------------------------------- SAEs
+
+def corpus_texts(n: int | None = None) -> list[str]:
+    """The FinanceDatabase corpus (encode.py's order); the first n texts of a fixed shuffle."""
+    from finsae.data.corpus import load_corpus
+    texts = load_corpus()["text"].tolist()
+    if n is None or n >= len(texts):
+        return texts
+    order = np.random.default_rng(0).permutation(len(texts))[:n]
+    return [texts[i] for i in sorted(order)]
+
 
 def train_or_load(tag: str, acts: torch.Tensor, d_sae: int, k: int, tokens: int, seed: int = 0):
     from finsae.sae import SAEConfig, TrainConfig, load_sae, train_sae
@@ -146,15 +166,14 @@ def latents_for(sae, store, layer, tickers):
 
 
 def run_sae(args, ctx: Context):
-    from finsae.data.corpus import load_corpus
     texts = ctx.described["description"].tolist()
     tickers = list(ctx.described.index)
     names = ctx.described["name"].fillna("").astype(str).tolist()
     layers = args.layers
-    desc_store, lm = store_for(texts, args.store_layers)
+    desc_store, _ = store_for(texts, args.store_layers)
     corpus_store = None
     if args.text in ("corpus", "both"):
-        corpus_store, _ = store_for(load_corpus()["text"].tolist(), args.store_layers, lm)
+        corpus_store, _ = store_for(corpus_texts(args.corpus_n), args.corpus_layers)
     rows = []
     for layer in layers:
         acts = desc_store.tokens(layer)
@@ -274,6 +293,8 @@ def main(argv=None):
     ap.add_argument("--layers", nargs="+", type=int, default=[5, 10, 15, 20, 25])
     ap.add_argument("--store-layers", nargs="+", type=int, default=[5, 10, 15, 20, 25],
                     help="the layers of the cached activation store (encode.py)")
+    ap.add_argument("--corpus-n", type=int, default=None, help="corpus texts (encode.py)")
+    ap.add_argument("--corpus-layers", nargs="+", type=int, default=[5, 10, 15, 20, 25])
     ap.add_argument("--text", choices=("descriptions", "corpus", "both"), default="descriptions")
     ap.add_argument("--d-sae", nargs="+", type=int, default=[4608])
     ap.add_argument("--k", nargs="+", type=int, default=[32])

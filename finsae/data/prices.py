@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..integrity import check_file, remove_file, report_damaged, write_checksum
 from .errors import DataError, LoadReport
 from .paths import cache_dir, data_dir
 from .tickers import normalize_ticker, require_tickers
@@ -79,18 +80,25 @@ def _read_cached(path: Path, cache: bool) -> pd.DataFrame:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
     cached = cache_dir("prices") / f"{path.name}.{digest}.parquet"
     if cached.exists():
-        try:
-            out = pd.read_parquet(cached)
-            out.attrs["report"] = LoadReport(source=str(path), n_read=out.size,
-                                             n_kept=int(out.notna().to_numpy().sum()))
-            return out
-        except Exception:  # a corrupted cache file is rebuilt
-            cached.unlink(missing_ok=True)
+        # The key is the source file's hash, so a damaged copy would be served for ever: the
+        # copy carries its own checksum (written with it) and is verified on every read.
+        problem = check_file(cached)
+        if problem is None:
+            try:
+                out = pd.read_parquet(cached)
+                out.attrs["report"] = LoadReport(source=str(path), n_read=out.size,
+                                                 n_kept=int(out.notna().to_numpy().sum()))
+                return out
+            except Exception as e:  # noqa: BLE001 - any unreadable copy is rebuilt
+                problem = f"unreadable: {type(e).__name__}"
+        report_damaged(cached, problem)
+        remove_file(cached)
     out = read_price_file(path)
     tmp = cached.with_suffix(".tmp")
     plain = out.copy()
     plain.attrs = {}
     plain.to_parquet(tmp)
+    write_checksum(tmp, name=cached.name)
     tmp.replace(cached)  # atomic: a reader never sees a half-written file
     return out
 
@@ -267,9 +275,16 @@ def fetch_yfinance(tickers: list[str], start=None, end=None, *, refresh: bool = 
     for t in tickers:
         f = folder / f"{t}.parquet"
         if f.exists() and not refresh:
-            series[t] = pd.read_parquet(f)["close"]
-        else:
-            todo.append(t)
+            problem = check_file(f)
+            if problem is None:
+                try:
+                    series[t] = pd.read_parquet(f)["close"]
+                    continue
+                except Exception as e:  # noqa: BLE001 - any unreadable copy is fetched again
+                    problem = f"unreadable: {type(e).__name__}"
+            report_damaged(f, problem, "fetching it again")
+            remove_file(f)
+        todo.append(t)
     if todo:
         if downloader is None:
             import yfinance
@@ -289,6 +304,7 @@ def fetch_yfinance(tickers: list[str], start=None, end=None, *, refresh: bool = 
             s.index = pd.DatetimeIndex(s.index).tz_localize(None)
             tmp = folder / f"{t}.tmp"
             s.rename("close").to_frame().to_parquet(tmp)
+            write_checksum(tmp, name=f"{t}.parquet")
             tmp.replace(folder / f"{t}.parquet")
             series[t] = s
     out = pd.DataFrame({t: series[t] for t in tickers if t in series}).sort_index()

@@ -143,6 +143,72 @@ def load_lm(name: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.devi
     return LM.from_model(model, tokenizer, name=short, source=source)
 
 
+def model_depth(name: str | os.PathLike = DEFAULT_MODEL) -> int | None:
+    """Number of decoder blocks of a model, read from its config alone (no weights loaded):
+    the GGUF header, a folder's config.json, or a hub id's cached config. None if unknown."""
+    key = str(name)
+    try:
+        if key in KNOWN_MODELS:
+            return _gguf_block_count(_known_gguf(key))
+        p = Path(key).expanduser()
+        if p.is_file() and p.suffix == ".gguf":
+            return _gguf_block_count(p)
+        if p.is_dir():
+            cfg = json.loads((p / "config.json").read_text())
+        elif key.count("/") == 1 and not p.exists():
+            from transformers import AutoConfig
+            cfg = AutoConfig.from_pretrained(key).to_dict()
+        else:
+            return None
+    except Exception:  # noqa: BLE001 - loading the model will give the real error
+        return None
+    for k in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(cfg.get(k), int):
+            return cfg[k]
+    return None
+
+
+def _gguf_block_count(path: Path) -> int | None:
+    """``<arch>.block_count`` from a GGUF file's metadata, reading only the header."""
+    import struct
+    sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+    ints = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 10: "<Q", 11: "<q"}
+    with open(path, "rb") as f:
+        def read(fmt):
+            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+
+        def string():
+            return f.read(read("<Q")).decode("utf-8", "replace")
+
+        def skip(vtype):
+            if vtype in sizes:
+                f.seek(sizes[vtype], 1)
+            elif vtype == 8:
+                f.seek(read("<Q"), 1)
+            elif vtype == 9:
+                etype, count = read("<I"), read("<Q")
+                if etype in sizes:
+                    f.seek(sizes[etype] * count, 1)
+                else:
+                    for _ in range(count):
+                        skip(etype)
+            else:
+                raise ValueError(f"unknown GGUF value type {vtype}")
+
+        if f.read(4) != b"GGUF":
+            return None
+        version = read("<I")
+        if version < 2:
+            return None
+        read("<Q")  # tensor count
+        for _ in range(read("<Q")):
+            k, vtype = string(), read("<I")
+            if k.endswith(".block_count") and vtype in ints:
+                return int(read(ints[vtype]))
+            skip(vtype)
+    return None
+
+
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     """The list of decoder blocks of a causal LM (Llama-like, GPT-NeoX/Pythia, GPT-2, OPT...)."""
     for path in ("model.layers", "gpt_neox.layers", "transformer.h", "model.decoder.layers",

@@ -1,0 +1,92 @@
+"""One clear error for every bad input, before any work starts (issue 16): `finsae run`
+configs, CLI options, tickers, unreadable files, CSV formula cells, closed pipes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from finsae.cli import main
+from finsae.data.errors import DataError
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail loudly if anything tries to load a language model."""
+    import finsae.lm
+    import finsae.lm.load
+
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded before the config was checked")
+
+    monkeypatch.setattr(finsae.lm.load, "load_lm", boom)
+    monkeypatch.setattr(finsae.lm, "load_lm", boom)
+
+
+def _one_error(err: str, *needles):
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert len(lines) == 1 and lines[0].startswith("finsae: error:"), err
+    for n in needles:
+        assert n in lines[0], (n, err)
+
+
+# ------------------------------------------------------------------------------ finsae run
+@pytest.mark.parametrize("toml,needle", [
+    ('[sae]\nlayer = "twenty"\n', "[sae] layer must be an integer, got 'twenty'"),
+    ('[data]\nlimit = "three"\n', "[data] limit must be an integer"),
+    ("[sae]\nlayer = 99\n", "layer = 99 is out of range: smollm2-135m has 30 blocks"),
+    ("sae = 5\n", "sae must be a table"),
+    ("[sae]\nd_sae = 0\n", "[sae] d_sae must be positive"),
+    ("[sae]\nk = 0\n", "[sae] k must be positive"),
+    ('[sae]\narch = "top"\n', "[sae] arch must be one of"),
+    ("[sae]\ntrain_tokens = 1.5\n", "[sae] train_tokens must be an integer"),
+    ('[sae]\npath = "/nonexistent/sae"\n', "folder not found"),
+    ('[data]\nvintage = "new"\n', "[data] vintage must be one of"),
+    ('[data]\nprices = "/nonexistent.csv"\n', "file not found"),
+    ('[features]\npooling = "median"\n', "[features] pooling must be one of"),
+    ('[features]\ncontent_only = "yes"\n', "[features] content_only must be true or false"),
+    ("[features]\nmax_df = 2.0\n", "[features] max_df must be at most 1"),
+    ('[evaluate]\nmethods = ["sae", "gics"]\n', "unknown method 'gics'"),
+    ("[evaluate]\nyears = [2020, 2001]\n", "first year 2020 is after last year 2001"),
+    ("[evaluate]\nn_seeds = 0\n", "[evaluate] n_seeds must be positive"),
+    ('[backtest]\nmethods = ["sae", "tfidf_mst"]\n', "unknown method 'tfidf_mst'"),
+    ("[backtest]\ntop_n = -2\n", "[backtest] top_n must be positive"),
+    ("[backtest]\nfees_bps = -10\n", "[backtest] fees_bps must be at least 0"),
+    ('[backtest]\nstart = "notadate"\n', "[backtest] start must be a date"),
+    ('[backtest]\nstart = "2020-01-01"\nend = "2019-01-01"\n', "is after [backtest] end"),
+])
+@pytest.mark.parametrize("verb", ["run", "print"])
+def test_run_config_checked_before_any_model_loads(tmp_path, capsys, no_model, toml, needle,
+                                                    verb):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(toml)
+    out = tmp_path / "run"
+    argv = ["run", "--config", str(cfg)] + (["--print-config"] if verb == "print"
+                                            else ["--out", str(out)])
+    assert main(argv) == 2
+    c = capsys.readouterr()
+    _one_error(c.err, needle, str(cfg))
+    assert c.out == "" and not out.exists()
+
+
+def test_default_config_and_saved_config_are_valid(tmp_path, capsys):
+    from finsae.pipeline import RunConfig
+    assert main(["run", "--print-config"]) == 0
+    saved = tmp_path / "c.toml"
+    saved.write_text(capsys.readouterr().out)
+    assert RunConfig.load(saved).to_toml() == RunConfig().to_toml()
+
+
+def test_failed_run_leaves_no_run_folder(tmp_path, capsys, no_model, monkeypatch):
+    monkeypatch.setenv("FINSAE_CACHE", str(tmp_path / "cache"))
+    prices = tmp_path / "p.csv"
+    prices.write_text("date,AAA\n2020-01-02,abc\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[data]\nprices = "{prices}"\n')
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(cfg), "--out", str(out)]) == 2
+    _one_error(capsys.readouterr().err, "non-numeric price")
+    assert not out.exists()
+    stages = tmp_path / "cache" / "stages"
+    assert not stages.exists() or not any(stages.rglob("*.tmp"))

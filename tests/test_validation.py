@@ -90,3 +90,61 @@ def test_failed_run_leaves_no_run_folder(tmp_path, capsys, no_model, monkeypatch
     assert not out.exists()
     stages = tmp_path / "cache" / "stages"
     assert not stages.exists() or not any(stages.rglob("*.tmp"))
+
+
+# ------------------------------------------------------------------------------ backtest
+@pytest.fixture(scope="module")
+def short_prices(tmp_path_factory):
+    f = tmp_path_factory.mktemp("p") / "five_days.csv"
+    f.write_text("date,AAPL,MSFT\n" + "".join(f"2020-01-0{d},{70 + d},{150 + d}\n"
+                                               for d in (2, 3, 6, 7, 8)))
+    return f
+
+
+@pytest.mark.parametrize("opts,needle", [
+    (["--fees-bps", "-10"], "--fees-bps must be at least 0, got -10"),
+    (["--borrow-bps", "-1"], "--borrow-bps must be at least 0"),
+    (["--formation-days", "0"], "--formation-days must be at least 20, got 0"),
+    (["--trading-days", "0"], "--trading-days must be at least 21, got 0"),
+    (["--step-days", "0"], "--step-days must be positive"),
+    (["--start", "2020-01-01", "--end", "2019-01-01"],
+     "--start 2020-01-01 is after --end 2019-01-01"),
+    (["--start", "notadate"], "--start must be a date (YYYY-MM-DD), got 'notadate'"),
+    (["--end", "2019-13-45"], "--end must be a date"),
+    (["--execution-lag", "-1"], "--execution-lag must be at least 0, got -1"),
+    (["--pvalue", "0"], "--pvalue must be greater than 0"),
+    (["--entry-z", "1", "--exit-z", "2"], "--exit-z (2) must be below --entry-z (1)"),
+    (["--stop-z", "1.5"], "--stop-z (1.5) must be above --entry-z"),
+    (["--baseline", "sic", "--methods", "gics,random"], "--baseline 'sic' is not among"),
+])
+def test_backtest_options_checked_before_any_data(capsys, monkeypatch, opts, needle):
+    import finsae.data.prices as P
+
+    def no_prices(*a, **k):
+        raise AssertionError("prices were read before the options were checked")
+
+    monkeypatch.setattr(P, "load_prices", no_prices)
+    assert main(["backtest", *opts]) == 2
+    _one_error(capsys.readouterr().err, needle)
+
+
+def test_backtest_too_short_history_names_file_and_dates(capsys, short_prices):
+    assert main(["backtest", "--prices", str(short_prices), "--methods", "random"]) == 2
+    _one_error(capsys.readouterr().err, str(short_prices), "5 days, 2020-01-02 .. 2020-01-08",
+               "too few for one formation window (252 days)")
+
+
+def test_evaluate_too_short_history_names_file_and_dates(capsys, short_prices):
+    assert main(["evaluate", "--prices", str(short_prices), "--methods", "gics_sector"]) == 2
+    _one_error(capsys.readouterr().err, str(short_prices), "5 days, 2020-01-02 .. 2020-01-08",
+               "none in years 2001-2019 of the scored years 2001-2020")
+
+
+@pytest.mark.parametrize("opts,needle", [
+    (["--seeds", "0"], "--seeds must be positive"),
+    (["--k", "1"], "--k must be at least 2"),
+    (["--min-coverage", "1.5"], "--min-coverage must be at most 1"),
+])
+def test_evaluate_options_checked(capsys, opts, needle):
+    assert main(["evaluate", "--methods", "gics_sector", *opts]) == 2
+    _one_error(capsys.readouterr().err, needle)

@@ -148,3 +148,54 @@ def test_evaluate_too_short_history_names_file_and_dates(capsys, short_prices):
 def test_evaluate_options_checked(capsys, opts, needle):
     assert main(["evaluate", "--methods", "gics_sector", *opts]) == 2
     _one_error(capsys.readouterr().err, needle)
+
+
+# ------------------------------------------------------------------------------ tickers
+@pytest.fixture
+def brk_features(tmp_path):
+    from finsae.features.store import FeatureSet
+    rng = np.random.default_rng(0)
+    idx = pd.Index(["BRK.B", "AAPL", "MSFT", "XOM"])
+    V = pd.DataFrame(np.abs(rng.normal(size=(4, 6))), index=idx, columns=range(6))
+    fs = FeatureSet({"sae": V}, pd.Series({t: f"{t} Inc" for t in idx}),
+                    {j: {"label": f"f{j}"} for j in range(6)}, {})
+    return fs.save(tmp_path / "feat")
+
+
+@pytest.mark.parametrize("spelling", ["BRK.B", "BRK-B", "BRK/B", "brk.b", " brk_b "])
+def test_similar_normalises_tickers(brk_features, capsys, spelling):
+    import json
+    assert main(["similar", spelling, "--json", "--top", "2",
+                 "--features-dir", str(brk_features)]) == 0
+    recs = json.loads(capsys.readouterr().out)
+    assert len(recs) == 2 and "BRK.B" not in [r["ticker"] for r in recs]
+
+
+def test_lookups_normalise_tickers(brk_features):
+    from finsae.features.store import FeatureSet
+    from finsae.similarity import distinctive_features, explain_pair, neighbours
+    V = FeatureSet.load(brk_features).vectors["sae"]
+    assert neighbours(V, "brk-b", 3).equals(neighbours(V, "BRK.B", 3))
+    assert explain_pair(V, "BRK/B", "aapl").equals(explain_pair(V, "BRK.B", "AAPL"))
+    assert distinctive_features(V, ["brk-b", "msft"]).equals(
+        distinctive_features(V, ["BRK.B", "MSFT"]))
+
+
+def test_ticker_with_a_space_is_refused(brk_features, tmp_path, capsys):
+    from finsae.data import load_companies, load_prices
+    assert main(["similar", "NV DA", "--features-dir", str(brk_features)]) == 2
+    _one_error(capsys.readouterr().err, "invalid ticker 'NV DA' contains a space")
+    companies = tmp_path / "c.csv"
+    companies.write_text("ticker,description\nAAPL,phones\nNV DA,chips\n")
+    with pytest.raises(DataError, match=r"c.csv, row 3: invalid ticker 'NV DA' contains a space"):
+        load_companies(companies)
+    wide = tmp_path / "w.csv"
+    wide.write_text("date,AAPL,NV DA\n2020-01-02,1,2\n")
+    with pytest.raises(DataError, match=r"w.csv, row 1: invalid ticker 'NV DA'.*column 3"):
+        load_prices(wide, cache=False)
+    long = tmp_path / "l.csv"
+    long.write_text("date,ticker,close\n2020-01-02,AAPL,1\n2020-01-02,NV DA,2\n")
+    with pytest.raises(DataError, match=r"l.csv, row 3: invalid ticker 'NV DA'"):
+        load_prices(long, cache=False)
+    with pytest.raises(DataError, match="invalid ticker"):
+        load_prices(tickers=["NV DA"])

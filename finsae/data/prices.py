@@ -19,7 +19,7 @@ import pandas as pd
 from ..integrity import check_file, remove_file, report_damaged, write_checksum
 from .errors import DataError, LoadReport
 from .paths import cache_dir, data_dir
-from .tickers import normalize_ticker, require_tickers
+from .tickers import check_ticker, normalize_ticker, require_tickers, ticker_problem
 
 LONG_PRICE_COLUMNS = ("adjusted_close", "adj_close", "adj close", "close", "price")
 
@@ -190,6 +190,9 @@ def _parse_wide(df: pd.DataFrame, header: list[str], path) -> pd.DataFrame:
     for j, t in zip(tick_cols, tickers):
         if not t:
             raise DataError(f"blank ticker in header column {j + 1}", path=path, row=1)
+        problem = ticker_problem(header[j])
+        if problem:
+            raise DataError(f"invalid {problem} in header column {j + 1}", path=path, row=1)
         if t in seen:
             raise DataError(f"duplicate ticker column {t} (columns {seen[t] + 1} and {j + 1})",
                             path=path, row=1, ticker=t)
@@ -217,6 +220,10 @@ def _parse_long(df: pd.DataFrame, lower: list[str], path) -> pd.DataFrame:
     blank = np.flatnonzero(tick == "")
     if len(blank):
         raise DataError("blank ticker", path=path, row=int(rows[blank[0]]))
+    for t in pd.unique(tick):
+        if ticker_problem(t):
+            i = int(np.flatnonzero(tick == t)[0])
+            check_ticker(df.iloc[i, tcol], path=path, row=int(rows[i]))
     dates = _parse_dates(df.iloc[:, dcol].reset_index(drop=True), path)
     price = _parse_numbers(df.iloc[:, [pcol]], path, ["?"], rows)[:, 0]
     frame = pd.DataFrame({"date": dates, "ticker": tick, "price": price, "row": rows})

@@ -199,3 +199,147 @@ def test_ticker_with_a_space_is_refused(brk_features, tmp_path, capsys):
         load_prices(long, cache=False)
     with pytest.raises(DataError, match="invalid ticker"):
         load_prices(tickers=["NV DA"])
+
+
+# ------------------------------------------------------------------------------ unreadable inputs
+def _prices_frame():
+    d = pd.bdate_range("2020-01-01", periods=30)
+    return d, pd.DataFrame({"AAPL": np.arange(30) + 1.0, "MSFT": np.arange(30) + 2.0}, index=d)
+
+
+@pytest.mark.parametrize("what,kind", [
+    *[("companies", k) for k in ("empty", "folder", "binary_csv")],
+    *[("prices", k) for k in ("empty", "folder", "truncated_parquet", "csv_as_parquet",
+                              "truncated_gz", "binary_csv")]])
+def test_unreadable_input_one_error_naming_the_file(tmp_path, capsys, monkeypatch, kind, what):
+    import gzip
+    monkeypatch.setenv("FINSAE_CACHE", str(tmp_path / "cache"))
+    if kind == "empty":
+        f = tmp_path / "in.csv"
+        f.write_bytes(b"")
+    elif kind == "folder":
+        f = tmp_path / "in_folder"
+        f.mkdir()
+    elif kind == "truncated_parquet":
+        f = tmp_path / "in.parquet"
+        _prices_frame()[1].to_parquet(f)
+        f.write_bytes(f.read_bytes()[:300])
+    elif kind == "csv_as_parquet":
+        f = tmp_path / "in.parquet"
+        f.write_text("date,AAPL\n2020-01-02,1\n")
+    elif kind == "truncated_gz":
+        f = tmp_path / "in.csv.gz"
+        blob = gzip.compress(("date,AAPL\n" + "2020-01-02,1\n" * 5000).encode())
+        f.write_bytes(blob[: len(blob) // 2])
+    else:
+        f = tmp_path / "in.csv"
+        f.write_bytes(bytes(range(256)) * 4)
+    rc = main(["data", "check", f"--{what}", str(f)])
+    assert rc == 2
+    _one_error(capsys.readouterr().err, str(f))
+
+
+@pytest.mark.parametrize("index", ["string_index", "epoch_s", "epoch_ms", "datetime_index"])
+def test_parquet_date_column_kinds(tmp_path, index):
+    from finsae.data import load_prices
+    d, w = _prices_frame()
+    if index == "string_index":
+        w.index = d.strftime("%Y-%m-%d")
+        w.index.name = "date"
+    elif index.startswith("epoch"):
+        w = w.reset_index(names="date")
+        mult = 1 if index == "epoch_s" else 1000
+        w["date"] = ((d - pd.Timestamp(0)).total_seconds() * mult).astype("int64")
+    else:
+        w.index.name = "date"
+    f = tmp_path / "p.parquet"
+    w.to_parquet(f)
+    got = load_prices(f, cache=False)
+    assert list(got.index) == list(d) and got.shape == (30, 2)
+    assert got["MSFT"].iloc[0] == 2.0
+
+
+def test_small_integers_as_dates_refused(tmp_path):
+    from finsae.data import load_prices
+    f = tmp_path / "p.parquet"
+    pd.DataFrame({"date": [1, 2, 3], "AAPL": [1.0, 2.0, 3.0]}).to_parquet(f)
+    with pytest.raises(DataError, match="p.parquet: date column 'date' holds numbers"):
+        load_prices(f, cache=False)
+
+
+@pytest.mark.parametrize("kind", ["text", "folder", "truncated"])
+def test_sae_train_unreadable_activations(tmp_path, capsys, kind):
+    import torch
+    from safetensors.torch import save_file
+    f = tmp_path / "acts.safetensors"
+    if kind == "text":
+        f.write_text("not a safetensors file")
+    elif kind == "truncated":
+        save_file({"acts": torch.randn(64, 8)}, str(f))
+        f.write_bytes(f.read_bytes()[:200])
+    else:
+        f = tmp_path / "acts_dir"
+        (f / "x.safetensors").mkdir(parents=True)
+    assert main(["sae", "train", "--activations", str(f), "--out", str(tmp_path / "o")]) == 2
+    _one_error(capsys.readouterr().err, "safetensors")
+
+
+# ------------------------------------------------------------------------------ outputs
+def test_csv_formula_cells_escaped():
+    from finsae.safe_csv import escape_formulas
+    df = pd.DataFrame({"name": ["=HYPERLINK(\"http://x\")", "+1+2", "-2+3", "@SUM(A1)", "ok",
+                                "-0.5", "\tx"], "v": [-1.0, 2.0, -3.0, 4.0, 5.0, 6.0, 7.0]})
+    out = escape_formulas(df)
+    assert out["name"].tolist() == ["'=HYPERLINK(\"http://x\")", "'+1+2", "'-2+3", "'@SUM(A1)",
+                                    "ok", "-0.5", "'\tx"]
+    assert out["v"].tolist() == df["v"].tolist()
+
+
+def test_cluster_out_escapes_formula_names(tmp_path, capsys):
+    companies = tmp_path / "c.csv"
+    rows = ["ticker,name,description,sic,gics_sector,gics_industry_group,gics_industry,"
+            "gics_sub_industry"]
+    for i, name in enumerate(["=cmd|' /C calc'!A0", "+Plus Corp", "-Minus Co", "@At Inc",
+                              "Safe Ltd", "Other plc"]):
+        g = "10" if i < 3 else "20"
+        rows.append(f"T{i},\"{name}\",text {i},1311,{g},{g}10,{g}1010,{g}101010")
+    companies.write_text("\n".join(rows) + "\n")
+    d = pd.bdate_range("2000-12-01", "2002-12-31")
+    rng = np.random.default_rng(0)
+    prices = pd.DataFrame(np.exp(rng.normal(0, 0.01, (len(d), 6)).cumsum(0)) * 50, index=d,
+                          columns=[f"T{i}" for i in range(6)]).rename_axis("date")
+    pfile = tmp_path / "p.csv"
+    prices.to_csv(pfile)
+    out = tmp_path / "clusters.csv"
+    assert main(["cluster", "--companies", str(companies), "--prices", str(pfile), "--years",
+                 "2001-2002", "--fit-years", "2001-2001", "--method", "gics_sector",
+                 "--out", str(out)]) == 0
+    text = out.read_text()
+    names = pd.read_csv(out)["name"].tolist()
+    assert not any(str(n).startswith(("=", "+", "-", "@")) for n in names), text
+    assert "'=cmd" in text and "'+Plus Corp" in text and "'-Minus Co" in text
+
+
+def test_closed_pipe_ends_quietly(tmp_path):
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.Popen([sys.executable, "-m", "finsae.cli", "data", "check"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p.stdout.readline()
+    p.stdout.close()          # what `| head -1` does
+    err = p.stderr.read().decode()
+    rc = p.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert rc in (0, 141)
+
+
+def test_no_torch_load_without_weights_only():
+    import re
+    from pathlib import Path
+    import finsae
+    root = Path(finsae.__file__).parent
+    for f in root.rglob("*.py"):
+        for m in re.finditer(r"torch\.load\((.*)", f.read_text()):
+            assert "weights_only=True" in m.group(1), (f, m.group(0))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, LoadReport
+from .errors import DataError, LoadReport, _first_line, check_input_file
 from .paths import data_dir
 from .tickers import check_ticker, normalize_ticker, ticker_problem
 
@@ -48,12 +48,14 @@ def load_companies(path: str | Path | None = None, *, vintage: str = "latest",
     """
     bundled = path is None
     path = Path(data_dir() / "companies.csv" if bundled else path)
-    if not path.exists():
-        raise DataError("file not found", path=path)
+    check_input_file(path)
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"not a readable CSV ({e})", path=path) from e
+    except pd.errors.EmptyDataError as e:
+        raise DataError("empty file: expected a CSV with a header row (ticker, description, "
+                        "...)", path=path) from e
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+        raise DataError(f"not a readable CSV ({_first_line(e)})", path=path) from e
     raw.columns = [c.strip() for c in raw.columns]
     if bundled:
         if vintage not in VINTAGES:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..integrity import check_file, remove_file, report_damaged, write_checksum
-from .errors import DataError, LoadReport
+from .errors import DataError, LoadReport, _first_line, check_input_file
 from .paths import cache_dir, data_dir
 from .tickers import check_ticker, normalize_ticker, require_tickers, ticker_problem
 
@@ -73,8 +73,7 @@ def load_prices(path: str | Path | None = None, *, source: str | None = None,
 
 def _read_cached(path: Path, cache: bool) -> pd.DataFrame:
     """Read and validate a price file; a validated copy is kept as parquet, keyed by content."""
-    if not path.exists():
-        raise DataError("file not found", path=path)
+    check_input_file(path)
     if not cache:
         return read_price_file(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
@@ -105,12 +104,17 @@ def _read_cached(path: Path, cache: bool) -> pd.DataFrame:
 
 def read_price_file(path: str | Path) -> pd.DataFrame:
     """Parse and validate a wide or long price file (CSV, CSV.gz or parquet). See `load_prices`."""
-    path = Path(path)
+    path = check_input_file(path)
     if path.suffix == ".parquet":
-        df = pd.read_parquet(path)
-        if isinstance(df.index, pd.DatetimeIndex):
-            df = df.reset_index()
+        try:
+            df = pd.read_parquet(path)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises many kinds for a bad file
+            raise DataError(f"not a readable parquet file ({_first_line(e)})", path=path) from e
+        if isinstance(df.index, pd.DatetimeIndex) or df.index.name is not None \
+                or any(n is not None for n in df.index.names[1:]):
+            df = df.reset_index()  # the dates (or date, ticker) kept as the index
         df.columns = [str(c) for c in df.columns]
+        df = _epoch_dates(df, path)
         df = df.astype(object).where(df.notna(), "")
         header = list(df.columns)
     else:
@@ -118,16 +122,41 @@ def read_price_file(path: str | Path) -> pd.DataFrame:
         try:
             with opener(path, "rt", newline="") as f:
                 header = next(csv.reader(f), None)
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataError(f"not a readable CSV ({e})", path=path) from e
+        except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
+            raise DataError(f"not a readable CSV ({_first_line(e)})", path=path) from e
         if not header:
             raise DataError("empty file", path=path)
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, header=0)
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, header=0)
+        except (OSError, EOFError, UnicodeDecodeError, pd.errors.ParserError,
+                pd.errors.EmptyDataError) as e:  # e.g. a truncated .gz
+            raise DataError(f"not a readable CSV ({_first_line(e)})", path=path) from e
         df.columns = header  # pandas would rename duplicates (AAPL.1): keep them to report them
     lower = [h.strip().lower() for h in header]
     if "ticker" in lower or "symbol" in lower:
         return _parse_long(df, lower, path)
     return _parse_wide(df, header, path)
+
+
+def _epoch_dates(df: pd.DataFrame, path) -> pd.DataFrame:
+    """A numeric date column of a parquet file read as Unix time (unit from its magnitude)."""
+    lower = [c.strip().lower() for c in df.columns]
+    try:
+        j = _date_column(lower, path)
+    except DataError:
+        return df
+    col = df.iloc[:, j]
+    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        return df
+    v = pd.to_numeric(col, errors="coerce")
+    big = float(v.abs().max()) if v.notna().any() else 0.0
+    unit = "s" if big < 1e11 else "ms" if big < 1e14 else "us" if big < 1e17 else "ns"
+    if big < 1e8:  # not plausibly a Unix time after 1973 in any unit
+        raise DataError(f"date column {df.columns[j]!r} holds numbers ({v.iloc[0]} ...), "
+                        "not dates or Unix times", path=path)
+    df = df.copy()
+    df.isetitem(j, pd.to_datetime(v, unit=unit).dt.strftime("%Y-%m-%d %H:%M:%S"))
+    return df
 
 
 def _date_column(lower: list[str], path) -> int:

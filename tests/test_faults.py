@@ -329,3 +329,23 @@ def test_failed_stage_leaves_no_tmp_folder(tmp_path):
     with pytest.raises(ValueError):
         run_stage("s", {}, [], boom, root=tmp_path)
     assert list((tmp_path / "s").iterdir()) == []
+
+
+def test_no_progress_hides_gguf_conversion_bars(fake_gguf, monkeypatch):
+    """`--no-progress` reaches the GGUF conversion, whose bar transformers draws with tqdm."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    from finsae.lm import load as load_mod
+    f, calls = fake_gguf
+    seen = []
+    real = load_mod._convert_gguf
+
+    def convert(*a):
+        seen.append((gguf_utils.tqdm(range(1)).disable, hf_logging.is_progress_bar_enabled()))
+        real(*a)
+
+    monkeypatch.setattr(load_mod, "_convert_gguf", convert)
+    load_mod.load_lm(str(f), progress=False)
+    assert seen == [(True, False)]
+    assert hf_logging.is_progress_bar_enabled() and gguf_utils.tqdm(range(1)).disable is not True

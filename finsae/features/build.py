@@ -140,7 +140,7 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
     texts = texts[texts != ""]
     if len(texts) < 2:
         raise DataError("need at least 2 companies with a description")
-    lm = load_lm(model, device=device)
+    lm = load_lm(model, device=device, progress=None if progress else False)
     sae_obj, sae_id = _resolve_sae(sae, lm, layer, texts, progress)
     settings = dict(model=lm.fingerprint, layer=layer, sae=sae_id, pooling=pooling,
                     content_only=content_only, weighting=weighting, max_df=max_df,

@@ -78,7 +78,7 @@ class LM:
 
 def load_lm(name: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device = "cpu",
             dtype: str | torch.dtype | None = None, trust_remote_code: bool = False,
-            cache: bool = True) -> LM:
+            cache: bool = True, progress: bool | None = None) -> LM:
     """Load a causal LM and its tokenizer, ready for inference.
 
     name: a short name (see `KNOWN_MODELS`; default ``smollm2-135m``), a ``.gguf`` file, a local
@@ -89,6 +89,7 @@ def load_lm(name: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.devi
         matmuls are slow on most CPUs and the tests compare at 1e-5), bfloat16 on CUDA.
     trust_remote_code: run model code shipped with the checkpoint; off unless asked for.
     cache: for a GGUF file, keep the dequantized float weights to skip dequantization next time.
+    progress: False hides transformers' progress bars (GGUF conversion, weight loading).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -119,16 +120,19 @@ def load_lm(name: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.devi
     if gguf is not None:
         gguf_path = Path(folder) / gguf
         if cache:
-            folder = _dequantized(gguf_path, trust_remote_code)
+            with _progress_bars(progress):
+                folder = _dequantized(gguf_path, trust_remote_code)
         source = str(gguf_path)
         kw = {} if cache else {"gguf_file": gguf}
     else:
         source, kw = str(folder), {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code,
-                                                  **kw)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype,
-                                                     trust_remote_code=trust_remote_code, **kw)
+        with _progress_bars(progress):
+            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code,
+                                                      **kw)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype,
+                                                         trust_remote_code=trust_remote_code,
+                                                         **kw)
     except (OSError, ValueError) as e:
         from huggingface_hub.constants import is_offline_mode
 
@@ -305,6 +309,32 @@ def _known_gguf(name: str) -> Path:
     if not path.exists():
         raise DataError(f"{spec.pip_name} is installed but has no {spec.gguf_file}", path=path)
     return path
+
+
+@contextmanager
+def _progress_bars(progress: bool | None):
+    """With progress=False, no progress bar from transformers: its own (weight loading) and the
+    GGUF conversion's, which calls tqdm directly. Restored on exit."""
+    if progress is not False:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - older transformers
+        gguf_utils = None
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    saved = getattr(gguf_utils, "tqdm", None)
+    hf_logging.disable_progress_bar()
+    if saved is not None:
+        gguf_utils.tqdm = functools.partial(saved, disable=True)
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+        if saved is not None:
+            gguf_utils.tqdm = saved
 
 
 @contextmanager

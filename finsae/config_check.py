@@ -203,3 +203,15 @@ def check_layer_in_model(model: str, layer: int, where: str = "[sae] layer", *, 
     if n is not None and not 0 <= layer < n:
         raise DataError(f"{where} = {layer} is out of range: {model} has {n} blocks "
                         f"(0..{n - 1})", path=path)
+
+
+def check_run_inputs(cfg, prices) -> None:
+    """The prices cover the evaluated years and one backtest window, else one error naming
+    the price file and its date range (before any stage runs)."""
+    from .evaluate_cli import check_price_years
+    from .pairs.backtest import BacktestConfig
+    from .pairs.cli import check_history
+    source = str(prices.attrs.get("source", cfg.data.prices))
+    y0, y1 = cfg.evaluate.years
+    check_price_years(prices, range(y0, y1 + 1), source)
+    check_history(prices, BacktestConfig(start=cfg.backtest.start, end=cfg.backtest.end), source)

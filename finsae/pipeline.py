@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config_check import check_layer_in_model, check_run_config
+from .config_check import check_layer_in_model, check_run_config, check_run_inputs
 from .data.errors import DataError
 from .stages import StageResult, run_stage, stable_hash
 
@@ -163,6 +163,7 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
     if cfg.data.limit:
         described = described.iloc[:cfg.data.limit]
     prices = load_prices(cfg.data.prices)
+    check_run_inputs(cfg, prices)
     inputs = {"companies": _file_id(cfg.data.companies), "prices": _file_id(cfg.data.prices),
               "vintage": cfg.data.vintage, "texts": stable_hash(described["description"].tolist())}
     stages: list[StageResult] = []

@@ -89,6 +89,31 @@ def test_prices_cache_flipped_value_not_served(tmp_path, private_cache, capsys):
     one_report(capsys.readouterr().err, cached)
 
 
+@pytest.mark.parametrize("how", DAMAGES)
+def test_yfinance_cache_damage_detected_and_refetched(private_cache, capsys, how):
+    from finsae.data import fetch_yfinance
+    calls = []
+
+    def fake_download(tickers, **kw):
+        calls.append(list(tickers))
+        idx = pd.DatetimeIndex(["2021-01-04", "2021-01-05", "2021-01-06"])
+        cols = pd.MultiIndex.from_product([["Close"], tickers])
+        base = {"AAPL": 130.0, "MSFT": 220.0}
+        return pd.DataFrame([[base[t] + d for t in tickers] for d in range(3)], index=idx,
+                            columns=cols)
+
+    kw = dict(start="2021-01-01", end="2021-01-31", downloader=fake_download)
+    ref = fetch_yfinance(["AAPL", "MSFT"], **kw)
+    [cached] = (private_cache / "yfinance").glob("*/MSFT.parquet")
+    damage(sidecar(cached) if how == "delete" else cached, how, at=0.3)
+    capsys.readouterr()
+    got = fetch_yfinance(["AAPL", "MSFT"], **kw)
+    one_report(capsys.readouterr().err, cached)
+    assert calls == [["AAPL", "MSFT"], ["MSFT"]]           # only the damaged one is fetched
+    pd.testing.assert_frame_equal(got, ref, check_freq=False)
+    assert check_file(cached) is None
+
+
 # ------------------------------------------------------------------------------- MiniLM
 class _FakeMiniLM:
     """Deterministic stand-in for the sentence-transformers model (the cache is under test)."""

@@ -92,6 +92,19 @@ def test_failed_run_leaves_no_run_folder(tmp_path, capsys, no_model, monkeypatch
     assert not stages.exists() or not any(stages.rglob("*.tmp"))
 
 
+def test_run_with_too_short_prices_names_the_file(tmp_path, capsys, no_model, monkeypatch):
+    monkeypatch.setenv("FINSAE_CACHE", str(tmp_path / "cache"))
+    prices = tmp_path / "p.csv"
+    prices.write_text("date,AAPL\n2020-01-02,1\n2020-01-03,2\n")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[data]\nprices = "{prices}"\n[evaluate]\nyears = [2020, 2020]\n'
+                   'fit_years = [2020, 2020]\n')
+    assert main(["run", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 2
+    _one_error(capsys.readouterr().err, str(prices), "2 days, 2020-01-02 .. 2020-01-03",
+               "too few for one formation window")
+    assert not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------------------ backtest
 @pytest.fixture(scope="module")
 def short_prices(tmp_path_factory):

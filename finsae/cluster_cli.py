@@ -68,7 +68,8 @@ def run(args) -> int:
                "n_clusters": int(out["cluster"].nunique()), "n_covered": len(out),
                "coverage": len(out) / len(ctx.universe), "choice": _jsonable(m.notes)}
     if args.out:
-        out.to_csv(args.out, index=False)
+        from .safe_csv import to_csv
+        to_csv(out, args.out, index=False)  # names and labels are text: no formula cells
     if args.json:
         json.dump({**summary, "clusters": {str(c): g["ticker"].tolist()
                                            for c, g in out.groupby("cluster", sort=False)}},

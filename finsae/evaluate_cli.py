@@ -56,12 +56,44 @@ def context_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 1: no limit, the paper's protocol)")
 
 
+def check_context_args(args) -> None:
+    """Ranges of the options shared by evaluate and cluster, before any data is read."""
+    from . import config_check as cc
+    if args.k is not None:
+        cc.integer(args.k, "--k", minimum=2)
+    cc.integer(args.seeds, "--seeds", minimum=1)
+    cc.number(args.min_coverage, "--min-coverage", minimum=0, maximum=1)
+    cc.number(args.max_cluster_share, "--max-cluster-share", minimum=0, maximum=1,
+              strict_min=True)
+
+
+def check_price_years(prices, years, source: str) -> None:
+    """Every scored year has prices, else one error naming the file and its date range."""
+    have = set(prices.index.year) if len(prices) else set()
+    missing = [y for y in years if y not in have]
+    if missing:
+        span = (f"{len(prices)} days, {prices.index[0].date()} .. {prices.index[-1].date()}"
+                if len(prices) else "no days")
+        if len(missing) == 1:
+            miss = f"year {missing[0]}"
+        elif missing == list(range(missing[0], missing[-1] + 1)):
+            miss = f"years {missing[0]}-{missing[-1]}"
+        else:
+            miss = "years " + ", ".join(map(str, missing[:6])) + (" ..." if len(missing) > 6
+                                                                  else "")
+        raise DataError(f"prices cover {span}: none in {miss} of the scored years "
+                        f"{min(years)}-{max(years)}; pass --years within the prices",
+                        path=source)
+
+
 def make_context(args):
     from .data.companies import load_companies
     from .data.prices import load_prices
     from .methods import EvalContext
+    check_context_args(args)
     companies = load_companies(args.companies)
     prices = load_prices(args.prices)
+    check_price_years(prices, args.years, str(prices.attrs.get("source", args.prices)))
     ctx = EvalContext(companies, prices, years=args.years, fit_years=args.fit_years,
                       freq=args.freq, k=args.k, n_seeds=args.seeds,
                       min_coverage=args.min_coverage,

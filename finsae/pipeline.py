@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .config_check import check_layer_in_model, check_run_config, check_run_inputs
 from .data.errors import DataError
 from .stages import StageResult, run_stage, stable_hash
 
@@ -114,6 +115,9 @@ class RunConfig:
         kw = {}
         for f in dataclasses.fields(cls):
             section = raw.pop(f.name, {})
+            if not isinstance(section, dict):
+                raise DataError(f"{f.name} must be a table ([{f.name}] followed by its "
+                                f"settings), got {section!r}", path=path)
             names = {g.name for g in dataclasses.fields(f.default_factory())}
             unknown = set(section) - names
             if unknown:
@@ -123,7 +127,7 @@ class RunConfig:
         if raw:
             raise DataError(f"unknown section(s) {', '.join(raw)}; known: "
                             f"{', '.join(g.name for g in dataclasses.fields(cls))}", path=path)
-        return cls(**kw)
+        return check_run_config(cls(**kw), path)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -153,7 +157,8 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
     """Run every stage (reusing cached ones) and write the run folder. Returns metrics."""
     from .data import load_companies, load_prices
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_run_config(config)
+    check_layer_in_model(config.sae.model, config.sae.layer)
     t_start = time.perf_counter()
     cfg = config
     companies = load_companies(cfg.data.companies, vintage=cfg.data.vintage)
@@ -161,6 +166,7 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
     if cfg.data.limit:
         described = described.iloc[:cfg.data.limit]
     prices = load_prices(cfg.data.prices)
+    check_run_inputs(cfg, prices)
     inputs = {"companies": _file_id(cfg.data.companies), "prices": _file_id(cfg.data.prices),
               "vintage": cfg.data.vintage, "texts": stable_hash(described["description"].tolist())}
     stages: list[StageResult] = []
@@ -273,6 +279,7 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
 
     # 5. the run folder and the report
     metrics = _collect(cfg, companies, prices, s_sae, s_eval, s_bt)
+    out.mkdir(parents=True, exist_ok=True)
     for s in (s_eval, s_bt):
         for f in s.path.iterdir():
             if f.suffix in (".csv", ".png"):
@@ -352,9 +359,16 @@ def register(sub) -> None:
 
 def _main(args) -> int:
     cfg = RunConfig.load(args.config)
+    check_layer_in_model(cfg.sae.model, cfg.sae.layer, path=args.config)
     if args.print_config:
         print(cfg.to_toml())
         return 0
-    run(cfg, args.out, log=lambda s: print(s, file=sys.stderr, flush=True))
+    existed = Path(args.out).exists()
+    try:
+        run(cfg, args.out, log=lambda s: print(s, file=sys.stderr, flush=True))
+    except BaseException:  # a failed run leaves no partial run folder behind
+        if not existed:
+            shutil.rmtree(args.out, ignore_errors=True)
+        raise
     print(f"{args.out}/report.html")
     return 0

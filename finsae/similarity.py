@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .data.errors import DataError, UnknownTickerError
+from .data.tickers import check_ticker
 
 
 def normalize_rows(X: pd.DataFrame) -> pd.DataFrame:
@@ -24,11 +25,11 @@ def normalize_rows(X: pd.DataFrame) -> pd.DataFrame:
 
 
 def _row(vectors: pd.DataFrame, ticker: str, what: str) -> int:
-    t = str(ticker).upper()
+    t = check_ticker(ticker)
     try:
         return int(vectors.index.get_loc(t))
     except KeyError:
-        raise UnknownTickerError(ticker, vectors.index, what=what) from None
+        raise UnknownTickerError(t, vectors.index, what=what) from None
 
 
 def neighbours(vectors: pd.DataFrame, ticker: str, top: int = 10, *,
@@ -89,7 +90,7 @@ def _key(j):
 # ----------------------------------------------------------------------------- cluster explanations
 
 def _members(vectors: pd.DataFrame, members: Iterable[str]) -> np.ndarray:
-    members = [str(m).upper() for m in members]
+    members = [check_ticker(m) for m in members]
     for m in members:
         if m not in vectors.index:
             raise UnknownTickerError(m, vectors.index, what="the company features")

@@ -3,7 +3,10 @@
 A stage's key is a hash of its name, its parameters and the keys of the stages it reads, so a
 change re-runs exactly the stages it affects. Each stage writes into its own folder under
 ``cache_dir("stages", name, key)``; the folder is written under a temporary name and renamed
-when the stage finished, so an interrupted stage is never mistaken for a finished one.
+when the stage finished, so an interrupted stage is never mistaken for a finished one, and a
+failed stage leaves no folder behind. ``checksums.json`` (SHA-256 of every file the stage
+wrote) is verified before a cached stage is reused: a damaged stage is reported in one line and
+run again.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data.paths import cache_dir
+from .integrity import check_folder, report_damaged, write_folder_checksums
 
 
 def stable_hash(obj) -> str:
@@ -38,23 +42,32 @@ def run_stage(name: str, params: dict, deps: list[StageResult], fn: Callable[[Pa
               *, force: bool = False, root: Path | None = None) -> StageResult:
     """Run `fn(folder)` unless a finished folder for the same key exists.
 
-    fn writes its outputs into `folder`. ``_stage.json`` records name, params and deps.
+    fn writes its outputs into `folder`. ``_stage.json`` records name, params and deps;
+    ``checksums.json`` the SHA-256 of every file.
     """
     key = stable_hash({"stage": name, "params": params, "deps": [d.key for d in deps]})
     base = (root or cache_dir("stages")) / name
     base.mkdir(parents=True, exist_ok=True)
     done = base / key
-    if done.exists() and (done / "_stage.json").exists() and not force:
-        return StageResult(name, key, done, True, 0.0)
+    if done.exists() and not force:
+        problem = check_folder(done)
+        if problem is None:
+            return StageResult(name, key, done, True, 0.0)
+        report_damaged(done, problem, f"running stage {name} again")
     tmp = base / f".{key}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     t0 = time.perf_counter()
-    fn(tmp)
-    seconds = time.perf_counter() - t0
-    (tmp / "_stage.json").write_text(json.dumps(
-        {"stage": name, "params": params, "deps": {d.name: d.key for d in deps},
-         "seconds": seconds}, indent=1, default=str))
+    try:
+        fn(tmp)
+        seconds = time.perf_counter() - t0
+        (tmp / "_stage.json").write_text(json.dumps(
+            {"stage": name, "params": params, "deps": {d.name: d.key for d in deps},
+             "seconds": seconds}, indent=1, default=str))
+        write_folder_checksums(tmp)
+    except BaseException:  # a failed or interrupted stage leaves nothing behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(done, ignore_errors=True)
     tmp.rename(done)
     return StageResult(name, key, done, False, seconds)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, LoadReport
+from .errors import DataError, LoadReport, _first_line, check_input_file
 from .paths import data_dir
-from .tickers import normalize_ticker
+from .tickers import check_ticker, normalize_ticker, ticker_problem
 
 GICS_LEVELS = ("gics_sector", "gics_industry_group", "gics_industry", "gics_sub_industry")
 
@@ -42,17 +42,20 @@ def load_companies(path: str | Path | None = None, *, vintage: str = "latest",
     require_description: raise on a row without description text instead of keeping it with an
         empty description (the row is then counted in ``attrs["report"]``).
 
-    Errors (`DataError`, naming file and row): missing columns, a blank or duplicate ticker,
+    Errors (`DataError`, naming file and row): missing columns, a blank, invalid (``NV DA``) or
+    duplicate ticker,
     a non-numeric SIC, and, with require_description, an empty description.
     """
     bundled = path is None
     path = Path(data_dir() / "companies.csv" if bundled else path)
-    if not path.exists():
-        raise DataError("file not found", path=path)
+    check_input_file(path)
     try:
         raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"not a readable CSV ({e})", path=path) from e
+    except pd.errors.EmptyDataError as e:
+        raise DataError("empty file: expected a CSV with a header row (ticker, description, "
+                        "...)", path=path) from e
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
+        raise DataError(f"not a readable CSV ({_first_line(e)})", path=path) from e
     raw.columns = [c.strip() for c in raw.columns]
     if bundled:
         if vintage not in VINTAGES:
@@ -68,10 +71,16 @@ def load_companies(path: str | Path | None = None, *, vintage: str = "latest",
                         path=path)
 
     report = LoadReport(source=str(path), n_read=len(raw))
+    if bundled:  # one row of the bundled table is a note, not a ticker: counted, not kept
+        bad = raw["ticker"].map(ticker_problem).notna()
+        for t in raw.loc[bad, "ticker"]:
+            report.skip("not a ticker", t)
+        raw = raw[~bad.to_numpy()].reset_index(drop=True)
     tickers = raw["ticker"].map(normalize_ticker)
     for i, t in enumerate(tickers):
         if not t:
             raise DataError("blank ticker", path=path, row=i + 2)
+        check_ticker(raw["ticker"].iloc[i], path=path, row=i + 2)
     dup = tickers.duplicated(keep="first")
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])

@@ -31,6 +31,29 @@ class DataError(ValueError):
         self.ticker = ticker
 
 
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__
+
+
+def check_input_file(path: str | Path) -> Path:
+    """An input file that exists, is a file (not a folder) and is not empty, else a DataError."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("file not found", path=path)
+    if path.is_dir():
+        raise DataError("is a folder, not a file", path=path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise DataError(f"cannot be read ({_first_line(e)})", path=path) from e
+    if size == 0:
+        raise DataError("empty file", path=path)
+    return path
+
+
 class UnknownTickerError(DataError, KeyError):
     """A ticker that is not in the data, with close-match suggestions."""
 

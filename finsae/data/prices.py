@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, LoadReport
+from ..integrity import check_file, remove_file, report_damaged, write_checksum
+from .errors import DataError, LoadReport, _first_line, check_input_file
 from .paths import cache_dir, data_dir
-from .tickers import normalize_ticker, require_tickers
+from .tickers import check_ticker, normalize_ticker, require_tickers, ticker_problem
 
 LONG_PRICE_COLUMNS = ("adjusted_close", "adj_close", "adj close", "close", "price")
 
@@ -72,37 +73,48 @@ def load_prices(path: str | Path | None = None, *, source: str | None = None,
 
 def _read_cached(path: Path, cache: bool) -> pd.DataFrame:
     """Read and validate a price file; a validated copy is kept as parquet, keyed by content."""
-    if not path.exists():
-        raise DataError("file not found", path=path)
+    check_input_file(path)
     if not cache:
         return read_price_file(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
     cached = cache_dir("prices") / f"{path.name}.{digest}.parquet"
     if cached.exists():
-        try:
-            out = pd.read_parquet(cached)
-            out.attrs["report"] = LoadReport(source=str(path), n_read=out.size,
-                                             n_kept=int(out.notna().to_numpy().sum()))
-            return out
-        except Exception:  # a corrupted cache file is rebuilt
-            cached.unlink(missing_ok=True)
+        # The key is the source file's hash, so a damaged copy would be served for ever: the
+        # copy carries its own checksum (written with it) and is verified on every read.
+        problem = check_file(cached)
+        if problem is None:
+            try:
+                out = pd.read_parquet(cached)
+                out.attrs["report"] = LoadReport(source=str(path), n_read=out.size,
+                                                 n_kept=int(out.notna().to_numpy().sum()))
+                return out
+            except Exception as e:  # noqa: BLE001 - any unreadable copy is rebuilt
+                problem = f"unreadable: {type(e).__name__}"
+        report_damaged(cached, problem)
+        remove_file(cached)
     out = read_price_file(path)
     tmp = cached.with_suffix(".tmp")
     plain = out.copy()
     plain.attrs = {}
     plain.to_parquet(tmp)
+    write_checksum(tmp, name=cached.name)
     tmp.replace(cached)  # atomic: a reader never sees a half-written file
     return out
 
 
 def read_price_file(path: str | Path) -> pd.DataFrame:
     """Parse and validate a wide or long price file (CSV, CSV.gz or parquet). See `load_prices`."""
-    path = Path(path)
+    path = check_input_file(path)
     if path.suffix == ".parquet":
-        df = pd.read_parquet(path)
-        if isinstance(df.index, pd.DatetimeIndex):
-            df = df.reset_index()
+        try:
+            df = pd.read_parquet(path)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises many kinds for a bad file
+            raise DataError(f"not a readable parquet file ({_first_line(e)})", path=path) from e
+        if isinstance(df.index, pd.DatetimeIndex) or df.index.name is not None \
+                or any(n is not None for n in df.index.names[1:]):
+            df = df.reset_index()  # the dates (or date, ticker) kept as the index
         df.columns = [str(c) for c in df.columns]
+        df = _epoch_dates(df, path)
         df = df.astype(object).where(df.notna(), "")
         header = list(df.columns)
     else:
@@ -110,16 +122,41 @@ def read_price_file(path: str | Path) -> pd.DataFrame:
         try:
             with opener(path, "rt", newline="") as f:
                 header = next(csv.reader(f), None)
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataError(f"not a readable CSV ({e})", path=path) from e
+        except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
+            raise DataError(f"not a readable CSV ({_first_line(e)})", path=path) from e
         if not header:
             raise DataError("empty file", path=path)
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, header=0)
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, header=0)
+        except (OSError, EOFError, UnicodeDecodeError, pd.errors.ParserError,
+                pd.errors.EmptyDataError) as e:  # e.g. a truncated .gz
+            raise DataError(f"not a readable CSV ({_first_line(e)})", path=path) from e
         df.columns = header  # pandas would rename duplicates (AAPL.1): keep them to report them
     lower = [h.strip().lower() for h in header]
     if "ticker" in lower or "symbol" in lower:
         return _parse_long(df, lower, path)
     return _parse_wide(df, header, path)
+
+
+def _epoch_dates(df: pd.DataFrame, path) -> pd.DataFrame:
+    """A numeric date column of a parquet file read as Unix time (unit from its magnitude)."""
+    lower = [c.strip().lower() for c in df.columns]
+    try:
+        j = _date_column(lower, path)
+    except DataError:
+        return df
+    col = df.iloc[:, j]
+    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        return df
+    v = pd.to_numeric(col, errors="coerce")
+    big = float(v.abs().max()) if v.notna().any() else 0.0
+    unit = "s" if big < 1e11 else "ms" if big < 1e14 else "us" if big < 1e17 else "ns"
+    if big < 1e8:  # not plausibly a Unix time after 1973 in any unit
+        raise DataError(f"date column {df.columns[j]!r} holds numbers ({v.iloc[0]} ...), "
+                        "not dates or Unix times", path=path)
+    df = df.copy()
+    df.isetitem(j, pd.to_datetime(v, unit=unit).dt.strftime("%Y-%m-%d %H:%M:%S"))
+    return df
 
 
 def _date_column(lower: list[str], path) -> int:
@@ -182,6 +219,9 @@ def _parse_wide(df: pd.DataFrame, header: list[str], path) -> pd.DataFrame:
     for j, t in zip(tick_cols, tickers):
         if not t:
             raise DataError(f"blank ticker in header column {j + 1}", path=path, row=1)
+        problem = ticker_problem(header[j])
+        if problem:
+            raise DataError(f"invalid {problem} in header column {j + 1}", path=path, row=1)
         if t in seen:
             raise DataError(f"duplicate ticker column {t} (columns {seen[t] + 1} and {j + 1})",
                             path=path, row=1, ticker=t)
@@ -209,6 +249,10 @@ def _parse_long(df: pd.DataFrame, lower: list[str], path) -> pd.DataFrame:
     blank = np.flatnonzero(tick == "")
     if len(blank):
         raise DataError("blank ticker", path=path, row=int(rows[blank[0]]))
+    for t in pd.unique(tick):
+        if ticker_problem(t):
+            i = int(np.flatnonzero(tick == t)[0])
+            check_ticker(df.iloc[i, tcol], path=path, row=int(rows[i]))
     dates = _parse_dates(df.iloc[:, dcol].reset_index(drop=True), path)
     price = _parse_numbers(df.iloc[:, [pcol]], path, ["?"], rows)[:, 0]
     frame = pd.DataFrame({"date": dates, "ticker": tick, "price": price, "row": rows})
@@ -267,9 +311,16 @@ def fetch_yfinance(tickers: list[str], start=None, end=None, *, refresh: bool = 
     for t in tickers:
         f = folder / f"{t}.parquet"
         if f.exists() and not refresh:
-            series[t] = pd.read_parquet(f)["close"]
-        else:
-            todo.append(t)
+            problem = check_file(f)
+            if problem is None:
+                try:
+                    series[t] = pd.read_parquet(f)["close"]
+                    continue
+                except Exception as e:  # noqa: BLE001 - any unreadable copy is fetched again
+                    problem = f"unreadable: {type(e).__name__}"
+            report_damaged(f, problem, "fetching it again")
+            remove_file(f)
+        todo.append(t)
     if todo:
         if downloader is None:
             import yfinance
@@ -289,6 +340,7 @@ def fetch_yfinance(tickers: list[str], start=None, end=None, *, refresh: bool = 
             s.index = pd.DatetimeIndex(s.index).tz_localize(None)
             tmp = folder / f"{t}.tmp"
             s.rename("close").to_frame().to_parquet(tmp)
+            write_checksum(tmp, name=f"{t}.parquet")
             tmp.replace(folder / f"{t}.parquet")
             series[t] = s
     out = pd.DataFrame({t: series[t] for t in tickers if t in series}).sort_index()

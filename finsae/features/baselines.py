@@ -29,6 +29,7 @@ import pandas as pd
 
 from ..data.errors import DataError
 from ..data.paths import cache_dir
+from ..integrity import check_file, remove_file, report_damaged, write_checksum
 
 TFIDF_SETTINGS = dict(lowercase=True, stop_words="english", ngram_range=(1, 1), min_df=1,
                       max_df=1.0, sublinear_tf=True, smooth_idf=True, norm="l2",
@@ -96,23 +97,28 @@ def minilm_embeddings(descriptions, *, cache: bool = True, batch_size: int = 32,
     """all-MiniLM-L6-v2 sentence embeddings (384 dims, unit norm), ticker x dim.
 
     Cached as .npy under ``cache_dir("embeddings")`` by a hash of the tickers and texts; a
-    corrupted cache file is recomputed."""
+    cache file that fails its checksum (written at creation) is reported and recomputed."""
     texts = _texts(descriptions)
     key = _text_hash(texts, MINILM)
     path = cache_dir("embeddings") / f"minilm_{key}.npy"
     if cache and path.exists():
-        try:
-            E = np.load(path)
-            if E.shape[0] == len(texts):
-                return _frame(E, texts.index)
-        except (OSError, ValueError):
-            pass
-        path.unlink(missing_ok=True)
+        problem = check_file(path)  # the checksum written with it, not just the shape
+        if problem is None:
+            try:
+                E = np.load(path, allow_pickle=False)
+                if E.ndim == 2 and E.shape[0] == len(texts):
+                    return _frame(E, texts.index)
+                problem = f"shape {E.shape}, expected {len(texts)} rows"
+            except (OSError, ValueError) as e:
+                problem = f"unreadable: {type(e).__name__}"
+        report_damaged(path, problem)
+        remove_file(path)
     E = _minilm_model(device).encode(texts.to_list(), batch_size=batch_size, normalize_embeddings=True,
                      convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
     if cache:
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, E)
+        write_checksum(tmp, name=path.name)
         tmp.replace(path)  # atomic
     return _frame(E, texts.index)
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.errors import DataError
+from ..integrity import check_folder, report_damaged
 from .company import (DEFAULT_CONTENT_ONLY, DEFAULT_FEATURES, DEFAULT_POOLING, CompanyFeatures,
                       TokenLatents, content_token_mask, massive_token_mask, pool_latents,
                       token_words)
@@ -139,16 +140,19 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
     texts = texts[texts != ""]
     if len(texts) < 2:
         raise DataError("need at least 2 companies with a description")
-    lm = load_lm(model, device=device)
+    lm = load_lm(model, device=device, progress=None if progress else False)
     sae_obj, sae_id = _resolve_sae(sae, lm, layer, texts, progress)
     settings = dict(model=lm.fingerprint, layer=layer, sae=sae_id, pooling=pooling,
                     content_only=content_only, weighting=weighting, max_df=max_df,
                     sublinear=sublinear, texts=texts_hash(texts), baselines=baselines,
                     **({} if max_tokens == 512 else {"max_tokens": max_tokens}))
     folder = features_root() / feature_key(settings)
-    if (folder / "meta.json").exists():
-        mark_latest(folder, companies_path)
-        return folder
+    if folder.exists():
+        problem = check_folder(folder)
+        if problem is None:
+            mark_latest(folder, companies_path)
+            return folder
+        report_damaged(folder, problem)
     store = encode_texts(lm, texts.to_list(), layers=[layer], max_tokens=max_tokens,
                          progress=progress)
     tickers = list(texts.index)

@@ -127,7 +127,8 @@ def run_explain(args) -> int:
     from ..similarity import ablation_importance, distinctive_features
     fs = _load(args, labels=True)
     V, labels = fs.method("sae"), fs.label_map()
-    tickers = [t.upper() for t in args.tickers]
+    from ..data.tickers import check_ticker
+    tickers = [check_ticker(t) for t in args.tickers]
     if args.by == "ablation":
         df = ablation_importance(V, tickers, top=args.top, labels=labels)
     else:

@@ -82,7 +82,8 @@ def load_features(args, methods, labels: bool):
 
 def run(args: argparse.Namespace) -> int:
     fs = load_features(args, [args.method] + (["sae"] if args.explain else []), args.explain)
-    ticker = args.ticker.upper()
+    from ..data.tickers import check_ticker
+    ticker = check_ticker(args.ticker)  # BRK-B, BRK/B and brk.b all mean BRK.B
     recs = similar(fs, ticker, args.top, args.method, args.explain, args.n_features)
     if args.json:
         print(json.dumps(recs, indent=1))

@@ -6,7 +6,8 @@ lookup (`finsae similar`) answers in well under a second and never loads the LM.
 
 Layout: ``meta.json`` (settings, tickers, names, per-method column ids), ``<method>.npy``
 (float32 ticker x dim, rows in ``meta["tickers"]`` order), ``labels.json`` (latent id -> label
-record, see `finsae.features.labels`).
+record, see `finsae.features.labels`), ``checksums.json`` (SHA-256 of each file, verified on
+every read: a damaged cache raises one DataError, and `build_feature_set` rebuilds it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pandas as pd
 
 from ..data.errors import DataError
 from ..data.paths import cache_dir
+from ..integrity import check_folder, write_folder_checksums
 
 METHODS = ("sae", "embedding", "hidden", "tfidf")
 FORMAT = 1
@@ -91,6 +93,7 @@ class FeatureSet:
                     "names": [str(self.names.get(t, "")) for t in tickers],
                     "columns": cols, "methods": list(self.vectors)}
             (tmp / "meta.json").write_text(json.dumps(meta, default=str))
+            write_folder_checksums(tmp)
             if folder.exists():
                 shutil.rmtree(folder)
             os.replace(tmp, folder)
@@ -106,17 +109,31 @@ class FeatureSet:
         if not (folder / "meta.json").exists():
             raise DataError("no feature cache here (meta.json missing); build it with "
                             "`finsae features build`", path=folder)
-        meta = json.loads((folder / "meta.json").read_text())
+        problem = check_folder(folder, only=["meta.json"])
+        try:
+            meta = json.loads((folder / "meta.json").read_text()) if problem is None else None
+        except ValueError:
+            problem = "meta.json: unreadable"
+        if problem is not None:
+            raise DataError(f"damaged feature cache ({problem}); rebuild it with "
+                            "`finsae features build`", path=folder)
         if meta.get("format") != FORMAT:
             raise DataError(f"feature cache format {meta.get('format')} is not {FORMAT}; rebuild",
                             path=folder)
         index = pd.Index(meta["tickers"], name="ticker")
         vectors = {}
-        for m in (methods or meta["methods"]):
+        methods = list(methods or meta["methods"])
+        for m in methods:
             if m not in meta["methods"]:
                 raise DataError(f"no {m!r} vectors in this feature cache (it has: "
                                 f"{', '.join(meta['methods'])}); rebuild with "
                                 "`finsae features build`", path=folder)
+        files = [f"{m}.npy" for m in methods] + (["labels.json"] if labels else [])
+        problem = check_folder(folder, only=files)
+        if problem is not None:
+            raise DataError(f"damaged feature cache ({problem}); rebuild it with "
+                            "`finsae features build`", path=folder)
+        for m in methods:
             V = np.load(folder / f"{m}.npy")
             vectors[m] = pd.DataFrame(V, index=index, columns=meta["columns"][m])
         lab = {}

@@ -27,8 +27,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.paths import cache_dir
+from ..integrity import report_damaged
 from .load import LM, block
-from .store import FORMAT, ActivationStore, EncodeStats, read_shard, write_json, write_shard
+from .store import (FORMAT, ActivationStore, EncodeStats, read_shard, texts_digest, write_json,
+                    write_shard)
 
 
 @dataclass(frozen=True)
@@ -92,12 +94,15 @@ def encode_texts(lm: LM, texts: Sequence[str], layers: Sequence[int] | int = (15
         manifest = {"format": FORMAT, "key": key, "model": lm.name, "source": lm.source,
                     "fingerprint": lm.fingerprint, "d_model": lm.d_model,
                     "n_layers": lm.n_layers, "bos_id": bos_id, "n_texts": len(texts),
+                    "texts_sha256": texts_digest(texts),
                     **{k: v for k, v in asdict(cfg).items() if k != "batch_tokens"},
                     "layers": list(cfg.layers),
                     "shards": _plan(tok.ids, cfg.shard_tokens)}
         if folder is not None:
             write_json(folder / "texts.json", list(texts))
             write_json(folder / "manifest.json", manifest)
+    elif folder is not None:
+        _repair_texts(folder / "texts.json", list(texts))
 
     shards: list = []
     todo: list[int] = []
@@ -105,6 +110,9 @@ def encode_texts(lm: LM, texts: Sequence[str], layers: Sequence[int] | int = (15
         if folder is not None and read_shard(folder / s["file"], s["n_tokens"]) is not None:
             shards.append(folder / s["file"])
         else:
+            if folder is not None and (folder / s["file"]).exists():  # absent: not yet encoded
+                report_damaged(folder / s["file"], "unreadable or checksum mismatch",
+                               "recomputing it")
             shards.append(None)
             todo.append(j)
 
@@ -256,10 +264,28 @@ def _plan(ids: list[list[int]], shard_tokens: int) -> list[dict]:
     return shards
 
 
-def _read_manifest(folder: Path, key: str) -> dict | None:
+def _repair_texts(path: Path, texts: list[str]) -> None:
+    """texts.json of an existing cache must hold exactly the texts its key was made from."""
     try:
-        m = json.loads((folder / "manifest.json").read_text())
-    except (OSError, ValueError):
+        ok = json.loads(path.read_text()) == texts
+        problem = "content differs from the encoded texts"
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        ok, problem = False, ("file missing" if not path.exists()
+                              else f"unreadable: {type(e).__name__}")
+    if not ok:
+        report_damaged(path, problem, "rewriting it")
+        write_json(path, texts)
+
+
+def _read_manifest(folder: Path, key: str) -> dict | None:
+    path = folder / "manifest.json"
+    try:
+        m = json.loads(path.read_text())
+        if not isinstance(m, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        if path.exists():
+            report_damaged(path, f"unreadable: {type(e).__name__}", "rewriting it")
         return None
     return m if m.get("key") == key and m.get("format") == FORMAT else None
 

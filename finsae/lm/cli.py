@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         jobs = [(name, texts[:args.limit], skipped) for name, texts, skipped in jobs]
 
     lm = load_lm(args.model, device=args.device, dtype=args.dtype,
-                 trust_remote_code=args.trust_remote_code)
+                 trust_remote_code=args.trust_remote_code,
+                 progress=False if args.no_progress else None)
     layers = _parse_layers(args.layers, lm.n_layers)
     try:
         _check_layers(layers, lm.n_layers)

@@ -23,6 +23,7 @@ import torch
 
 from ..data.errors import DataError
 from ..data.paths import cache_dir
+from ..integrity import check_folder, report_damaged, write_folder_checksums
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class LM:
 
 def load_lm(name: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.device = "cpu",
             dtype: str | torch.dtype | None = None, trust_remote_code: bool = False,
-            cache: bool = True) -> LM:
+            cache: bool = True, progress: bool | None = None) -> LM:
     """Load a causal LM and its tokenizer, ready for inference.
 
     name: a short name (see `KNOWN_MODELS`; default ``smollm2-135m``), a ``.gguf`` file, a local
@@ -88,6 +89,7 @@ def load_lm(name: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.devi
         matmuls are slow on most CPUs and the tests compare at 1e-5), bfloat16 on CUDA.
     trust_remote_code: run model code shipped with the checkpoint; off unless asked for.
     cache: for a GGUF file, keep the dequantized float weights to skip dequantization next time.
+    progress: False hides transformers' progress bars (GGUF conversion, weight loading).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -118,25 +120,97 @@ def load_lm(name: str | os.PathLike = DEFAULT_MODEL, *, device: str | torch.devi
     if gguf is not None:
         gguf_path = Path(folder) / gguf
         if cache:
-            folder = _dequantized(gguf_path, trust_remote_code)
+            with _progress_bars(progress):
+                folder = _dequantized(gguf_path, trust_remote_code)
         source = str(gguf_path)
         kw = {} if cache else {"gguf_file": gguf}
     else:
         source, kw = str(folder), {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code,
-                                                  **kw)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype,
-                                                     trust_remote_code=trust_remote_code, **kw)
-    except OSError as e:
+        with _progress_bars(progress):
+            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code,
+                                                      **kw)
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype,
+                                                         trust_remote_code=trust_remote_code,
+                                                         **kw)
+    except (OSError, ValueError) as e:
         from huggingface_hub.constants import is_offline_mode
 
-        offline = is_offline_mode()
+        local = Path(str(folder)).exists()
         hint = (" (HF_HUB_OFFLINE=1: only models already in the local hub cache can be loaded)"
-                if offline else "")
-        raise DataError(f"could not load model {key!r}{hint}: {e}") from e
+                if is_offline_mode() and not local else
+                " (a damaged or incomplete model folder?)" if local else "")
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataError(f"could not load model {key!r}{hint}: {msg}",
+                        path=folder if local else None) from e
     model.to(device)
     return LM.from_model(model, tokenizer, name=short, source=source)
+
+
+def model_depth(name: str | os.PathLike = DEFAULT_MODEL) -> int | None:
+    """Number of decoder blocks of a model, read from its config alone (no weights loaded):
+    the GGUF header, a folder's config.json, or a hub id's cached config. None if unknown."""
+    key = str(name)
+    try:
+        if key in KNOWN_MODELS:
+            return _gguf_block_count(_known_gguf(key))
+        p = Path(key).expanduser()
+        if p.is_file() and p.suffix == ".gguf":
+            return _gguf_block_count(p)
+        if p.is_dir():
+            cfg = json.loads((p / "config.json").read_text())
+        elif key.count("/") == 1 and not p.exists():
+            from transformers import AutoConfig
+            cfg = AutoConfig.from_pretrained(key).to_dict()
+        else:
+            return None
+    except Exception:  # noqa: BLE001 - loading the model will give the real error
+        return None
+    for k in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(cfg.get(k), int):
+            return cfg[k]
+    return None
+
+
+def _gguf_block_count(path: Path) -> int | None:
+    """``<arch>.block_count`` from a GGUF file's metadata, reading only the header."""
+    import struct
+    sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+    ints = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 10: "<Q", 11: "<q"}
+    with open(path, "rb") as f:
+        def read(fmt):
+            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+
+        def string():
+            return f.read(read("<Q")).decode("utf-8", "replace")
+
+        def skip(vtype):
+            if vtype in sizes:
+                f.seek(sizes[vtype], 1)
+            elif vtype == 8:
+                f.seek(read("<Q"), 1)
+            elif vtype == 9:
+                etype, count = read("<I"), read("<Q")
+                if etype in sizes:
+                    f.seek(sizes[etype] * count, 1)
+                else:
+                    for _ in range(count):
+                        skip(etype)
+            else:
+                raise ValueError(f"unknown GGUF value type {vtype}")
+
+        if f.read(4) != b"GGUF":
+            return None
+        version = read("<I")
+        if version < 2:
+            return None
+        read("<Q")  # tensor count
+        for _ in range(read("<Q")):
+            k, vtype = string(), read("<I")
+            if k.endswith(".block_count") and vtype in ints:
+                return int(read(ints[vtype]))
+            skip(vtype)
+    return None
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -168,25 +242,34 @@ def block(model: torch.nn.Module, i: int) -> torch.nn.Module:
 
 
 def fingerprint(model: torch.nn.Module, tokenizer=None) -> str:
-    """A short hash of the weights (a strided sample of every tensor), dtype and tokenizer.
+    """A short hash of every byte of the weights, their dtypes, the config and the tokenizer.
 
-    Sampling keeps it fast (milliseconds for 135M parameters) while any re-quantization,
-    fine-tune or different checkpoint changes it.
+    All the bytes, not a sample: one flipped weight changes it, so activations computed by a
+    damaged or edited model are never cached under (or served for) the good model's key.
+    About 0.3 s for 135M float32 parameters (SHA-256).
     """
-    h = hashlib.blake2b(digest_size=16)
+    h = hashlib.sha256()
     h.update(type(model).__name__.encode())
     if hasattr(model, "config"):
         # Keys that name where the weights came from, not what they compute, are left out so a
         # GGUF file and its dequantized copy share a fingerprint.
         cfg = {k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG}
         h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    seen: dict[tuple, str] = {}
     for name, t in model.state_dict().items():
-        flat = t.detach().reshape(-1)
-        step = max(1, flat.numel() // 4096)
-        sample = flat[::step][:4096].to("cpu", torch.float32).contiguous()
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
-        h.update(sample.numpy().tobytes())
+        t = t.detach()
+        if t.device.type != "meta" and t.numel():
+            # tied weights (embedding = LM head) are one tensor: hash its bytes once
+            ptr = (t.device.type, t.untyped_storage().data_ptr(), t.storage_offset(),
+                   tuple(t.shape))
+            if ptr in seen:
+                h.update(b"=" + seen[ptr].encode())
+                continue
+            seen[ptr] = name
+            flat = t.to("cpu").contiguous().reshape(-1)
+            h.update(flat.view(torch.uint8).numpy())  # buffer protocol: no copy on CPU
     if tokenizer is not None:
         backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer",
                                                                             None)
@@ -194,7 +277,7 @@ def fingerprint(model: torch.nn.Module, tokenizer=None) -> str:
             h.update(backend.to_str().encode())
         else:  # slow tokenizer: its vocabulary stands in for it
             h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
-    return h.hexdigest()
+    return h.hexdigest()[:32]
 
 
 _VOLATILE_CONFIG = {"_name_or_path", "architectures", "quantization_config", "transformers_version",
@@ -226,6 +309,32 @@ def _known_gguf(name: str) -> Path:
     if not path.exists():
         raise DataError(f"{spec.pip_name} is installed but has no {spec.gguf_file}", path=path)
     return path
+
+
+@contextmanager
+def _progress_bars(progress: bool | None):
+    """With progress=False, no progress bar from transformers: its own (weight loading) and the
+    GGUF conversion's, which calls tqdm directly. Restored on exit."""
+    if progress is not False:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover - older transformers
+        gguf_utils = None
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    saved = getattr(gguf_utils, "tqdm", None)
+    hf_logging.disable_progress_bar()
+    if saved is not None:
+        gguf_utils.tqdm = functools.partial(saved, disable=True)
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+        if saved is not None:
+            gguf_utils.tqdm = saved
 
 
 @contextmanager
@@ -262,39 +371,53 @@ def _memoized_gguf():
 
 
 def _dequantized(gguf_path: Path, trust_remote_code: bool) -> Path:
-    """A folder with the GGUF model as float safetensors + config + tokenizer (built once)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A folder with the GGUF model as float safetensors + config + tokenizer (built once).
 
+    The folder's ``checksums.json`` (SHA-256 of every file, written when it is built) is
+    verified on every load (~0.3 s for 135M parameters): a damaged weight, config or tokenizer
+    file is reported in one line and the folder rebuilt from the GGUF file, so nothing is ever
+    computed (or cached under this model's fingerprint) from a damaged copy."""
     st = gguf_path.stat()
     # size + mtime + name: cheap, and changes whenever the package is reinstalled or updated.
     key = hashlib.blake2b(f"{gguf_path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode(),
                           digest_size=8).hexdigest()
     root = cache_dir("models")
     final = root / f"{gguf_path.stem}-{key}"
-    if (final / "finsae.json").exists():
-        return final
+    if final.exists():
+        problem = check_folder(final)
+        if problem is None:
+            return final
+        report_damaged(final, problem, f"rebuilding it from {gguf_path.name}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=root))
     try:
-        with _memoized_gguf():
-            tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
-                                                trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(
-                gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32,
-                trust_remote_code=trust_remote_code)
-        # The weights are already plain floats, but transformers still marks the model as
-        # GGUF-quantized (refusing save_pretrained, and a saved quantization_config would make
-        # from_pretrained look for a .gguf file again): drop both marks.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        _convert_gguf(gguf_path, tmp, trust_remote_code)
         (tmp / "finsae.json").write_text(json.dumps({"gguf": str(gguf_path),
                                                      "size": st.st_size}))
-        if final.exists():  # a half-written folder from an older run, without finsae.json
+        write_folder_checksums(tmp)
+        if final.exists():  # a damaged folder, or a half-written one from an older run
             shutil.rmtree(final)
-        os.replace(tmp, final)  # atomic: a folder with finsae.json is always complete
+        os.replace(tmp, final)  # atomic: a folder with checksums.json is always complete
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _convert_gguf(gguf_path: Path, dest: Path, trust_remote_code: bool) -> None:
+    """Dequantize a GGUF file into `dest` (float32 safetensors, config and tokenizer files)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _memoized_gguf():
+        tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                            trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32,
+            trust_remote_code=trust_remote_code)
+    # The weights are already plain floats, but transformers still marks the model as
+    # GGUF-quantized (refusing save_pretrained, and a saved quantization_config would make
+    # from_pretrained look for a .gguf file again): drop both marks.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(dest)
+    tok.save_pretrained(dest)

@@ -5,13 +5,15 @@ Layout of ``cache_dir("activations", "<model>-<key>")``::
     manifest.json            what was encoded (model fingerprint, layers, truncation, BOS,
                              shard plan); written before the first shard
     texts.json               the input texts, so every token row can be traced to its text
+                             (their SHA-256 is in the manifest; a damaged copy is rewritten)
     shard-00000.safetensors  one per contiguous range of texts (input order), holding
         doc_index [n]  token_ids [n]  offsets [n, 2]  layer.<i> [n, d]   (token level)
         n_tokens [m]   mean.<i> [m, d]                                  (per text)
       with a blake2b checksum of those tensors in the file's metadata.
 
 A shard is written to a temporary name and renamed, so a shard file is either complete or
-absent; the checksum catches a file damaged afterwards, which is then recomputed.
+absent; the checksum catches a file damaged afterwards, which is then reported and
+recomputed.
 """
 
 from __future__ import annotations
@@ -52,6 +54,15 @@ def checksum(tensors: dict[str, torch.Tensor]) -> str:
         t = tensors[name].contiguous()
         h.update(name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy())  # buffer protocol: no copy
+    return h.hexdigest()
+
+
+def texts_digest(texts) -> str:
+    """SHA-256 of a list of texts (length-prefixed UTF-8), kept in the manifest."""
+    h = hashlib.sha256()
+    for t in texts:
+        b = t.encode()
+        h.update(len(b).to_bytes(8, "little") + b)
     return h.hexdigest()
 
 
@@ -141,7 +152,18 @@ class ActivationStore:
         if self._texts is None:
             if self.path is None or not (self.path / "texts.json").exists():
                 raise DataError("this store does not keep its texts", path=self.path)
-            self._texts = json.loads((self.path / "texts.json").read_text())
+            try:
+                texts = json.loads((self.path / "texts.json").read_text())
+                if not (isinstance(texts, list) and len(texts) == self.n_texts
+                        and all(isinstance(t, str) for t in texts)):
+                    raise ValueError("not the encoded texts")
+                want = self.manifest.get("texts_sha256")
+                if want is not None and texts_digest(texts) != want:
+                    raise ValueError("checksum mismatch")
+            except (OSError, ValueError, UnicodeDecodeError) as e:
+                raise DataError(f"damaged texts.json ({type(e).__name__}): rerun the encode to "
+                                "repair it", path=self.path) from e
+            self._texts = texts
         return self._texts
 
     @property

@@ -8,6 +8,8 @@ import math
 import sys
 from pathlib import Path
 
+from finsae.data.errors import DataError
+
 DEFAULT_METHODS = "sae,embedding,gics,gics_industry,sic,sic2,returns,random"
 
 
@@ -45,8 +47,9 @@ def register(subparsers) -> None:
                    help="annual borrow cost of the short leg, basis points")
     p.add_argument("--no-membership", action="store_true",
                    help="do not restrict formations to S&P 500 members as of their last day")
-    p.add_argument("--baseline", default="gics",
-                   help="method the others' Sharpe ratios are tested against")
+    p.add_argument("--baseline", default=None,
+                   help="method the others' Sharpe ratios are tested against (default: gics "
+                        "when it is among --methods, else the first method)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random partition")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=run)
@@ -77,6 +80,50 @@ def _lags(v: str):
 SURVIVORSHIP_NOTE = ("the bundled prices cover the tickers of the 2021 table only: companies that "
                      "left the S&P 500 before then are missing, a survivorship bias of the data "
                      "(membership as of each formation date is applied to the tickers present)")
+
+
+def check_args(args) -> None:
+    """Every option's type and range, before any data is read: one DataError naming it."""
+    from finsae import config_check as cc
+
+    from .backtest import BacktestConfig
+    cc.integer(args.top_n, "--top-n", minimum=1)
+    cc.integer(args.formation_days, "--formation-days", minimum=20)
+    cc.integer(args.trading_days, "--trading-days", minimum=BacktestConfig.min_trading_days)
+    if args.step_days is not None:
+        cc.integer(args.step_days, "--step-days", minimum=1)
+    cc.date_range(args.start, args.end, "--start", "--end")
+    cc.number(args.pvalue, "--pvalue", minimum=0, maximum=1, strict_min=True)
+    cc.number(args.entry_z, "--entry-z", minimum=0, strict_min=True)
+    cc.number(args.exit_z, "--exit-z")
+    if args.exit_z >= args.entry_z:
+        raise DataError(f"--exit-z ({args.exit_z:g}) must be below --entry-z ({args.entry_z:g})")
+    cc.number(args.stop_z, "--stop-z")
+    if 0 < args.stop_z <= args.entry_z:
+        raise DataError(f"--stop-z ({args.stop_z:g}) must be above --entry-z "
+                        f"({args.entry_z:g}), or <= 0 to disable the stop")
+    cc.integer(args.execution_lag, "--execution-lag", minimum=0)
+    cc.number(args.fees_bps, "--fees-bps", minimum=0)
+    cc.number(args.borrow_bps, "--borrow-bps", minimum=0)
+    cc.integer(args.seed, "--seed", minimum=0)
+
+
+def check_history(prices, config, source: str) -> None:
+    """Enough trading days in [--start, --end] for one formation + trading window, else one
+    error naming the price file and its date range."""
+    from .backtest import walk_forward_periods
+    if walk_forward_periods(prices.index, config):
+        return
+    span = (f"{len(prices)} days, {prices.index[0].date()} .. {prices.index[-1].date()}"
+            if len(prices) else "no days")
+    window = ""
+    if config.start is not None or config.end is not None:
+        n = len(prices.loc[config.start:config.end])
+        window = f"; {n} of them within --start {config.start or '(first)'} .. --end " \
+                 f"{config.end or '(last)'}"
+    raise DataError(f"prices cover {span}{window}: too few for one formation window "
+                    f"({config.formation_days} days) and trading window (at least "
+                    f"{config.min_trading_days} days)", path=source)
 
 
 def build_config(args):
@@ -112,14 +159,19 @@ def run(args) -> int:
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        print(f"finsae: error: unknown method(s) {', '.join(unknown)}; available: "
-              f"{', '.join(METHODS)}", file=sys.stderr)
+    if unknown or not methods:
+        print(f"finsae: error: unknown method(s) {', '.join(unknown) or '(none given)'}; "
+              f"available: {', '.join(METHODS)}", file=sys.stderr)
         return 2
+    check_args(args)
+    if args.baseline is not None and args.baseline not in methods:
+        raise DataError(f"--baseline {args.baseline!r} is not among --methods "
+                        f"({', '.join(methods)})")
     config = build_config(args)
     say = (lambda *_: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     companies = load_companies(args.companies)
     raw = load_prices(args.prices)
+    check_history(raw, config, str(raw.attrs.get("source", args.prices)))
     prices = clean_prices(raw)
     universe = evaluation_universe(companies, raw)
     say(f"universe: {len(universe)} tickers; prices {prices.index[0].date()} .. "
@@ -128,7 +180,7 @@ def run(args) -> int:
     partitions = {m: resolve_partition(m, ctx) for m in methods}
     res = run_backtest(prices, partitions, universe, config, progress=say)
     metrics = res.metrics
-    base = args.baseline if args.baseline in methods else methods[0]
+    base = args.baseline or ("gics" if "gics" in methods else methods[0])
     tests = {}
     for m in methods:
         if m != base:

@@ -39,7 +39,13 @@ def load_activations(path: str | Path, key: str = "acts") -> Tensor:
                         path=path)
     parts = []
     for f in files:
-        t = load_file(str(f))
+        if f.is_dir():
+            raise DataError("is a folder, not a .safetensors file", path=f)
+        try:
+            t = load_file(str(f))
+        except Exception as e:  # noqa: BLE001 - safetensors raises several kinds
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DataError(f"not a readable safetensors file ({msg})", path=f) from e
         if key not in t:
             raise DataError(f"no tensor {key!r}; found {sorted(t)}", path=f)
         a = t[key]
@@ -229,7 +235,7 @@ def train_sae(source, sae_cfg: SAEConfig | dict | None = None,
     since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long)
     tokens = steps = 0
     if resume is not None:
-        state = torch.load(Path(resume) / "trainer.pt", weights_only=False)
+        state = torch.load(Path(resume) / "trainer.pt", weights_only=True)  # no pickled code
         sae.load_state_dict(state["sae"])
         opt.load_state_dict(state["opt"])
         since_fired, tokens, steps, scale = (state["since_fired"], state["tokens"],

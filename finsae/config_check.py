@@ -188,6 +188,8 @@ def check_run_config(cfg, path=None):
         raise DataError(f"[evaluate] fit_years {list(fit)} must lie within years {list(years)}",
                         path=path)
     integer(e.n_seeds, "[evaluate] n_seeds", minimum=1, path=path)
+    choice(e.linkage, "[evaluate] linkage", ("average", "ward", "complete", "single"),
+           path=path)
 
     str_list(b.methods, "[backtest] methods", _backtest_method_known, path=path)
     integer(b.top_n, "[backtest] top_n", minimum=1, path=path)

@@ -180,6 +180,10 @@ def check_run_config(cfg, path=None):
     if f.max_df is not None:
         number(f.max_df, "[features] max_df", minimum=0, maximum=1, strict_min=True, path=path)
     boolean(f.sublinear, "[features] sublinear", path=path)
+    if f.tf is not None:
+        choice(f.tf, "[features] tf", ("sublinear", "binary", "bm25"), path=path)
+    if f.top_n is not None:
+        integer(f.top_n, "[features] top_n", minimum=1, path=path)
 
     str_list(e.methods, "[evaluate] methods", _evaluate_method_known, path=path)
     years = year_pair(e.years, "[evaluate] years", path=path)

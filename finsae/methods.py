@@ -104,7 +104,11 @@ class EvalContext:
             if name not in VECTORS:
                 raise DataError(f"unknown vectors {name!r}; known: {', '.join(VECTORS)}")
             v = VECTORS[name](self)
-            self.cache[name] = v.loc[self.universe]
+            source = v.attrs.get("source")
+            v = v.loc[self.universe]
+            if source:
+                v.attrs["source"] = source
+            self.cache[name] = v
         return self.cache[name]
 
 
@@ -171,10 +175,26 @@ def _sae(ctx: EvalContext) -> pd.DataFrame:
     return V
 
 
+def supervised(base: str) -> Callable[[EvalContext], pd.DataFrame]:
+    """`base`'s vectors reweighted by `CoMovementWeights` fitted on the fitting years' return
+    co-movement only (penalty chosen on a split of the fitting years); the weights are kept in
+    ``ctx.cache[("weights", base)]``."""
+    def fn(ctx: EvalContext) -> pd.DataFrame:
+        from .features.supervised import CoMovementWeights, select_penalty
+        V = ctx.vectors(base)
+        pen, scores = select_penalty(V, ctx.peer_panel, ctx.fit_years)
+        cw = CoMovementWeights(penalty=pen).fit(V, ctx.peer_panel.mean_corr_matrix(ctx.fit_years))
+        ctx.cache[("weights", base)] = {"penalty": pen, "penalty_scores": scores,
+                                        "weights": cw.weights_}
+        return cw.transform(V)
+    return fn
+
+
 VECTORS: dict[str, Callable[[EvalContext], pd.DataFrame]] = {
     "tfidf": _tfidf,
     "minilm": _minilm,
     "sae": _sae,
+    "sae_supervised": supervised("sae"),
 }
 
 DEFAULT_METHODS = ("one_cluster", "random", "sic4", "sic3", "sic2", "sic_division",
@@ -223,9 +243,12 @@ def resolve(name: str, ctx: EvalContext) -> Method:
             p = Method(name, p, levels=levels)
         return p
     if name in VECTORS or name in ctx.cache:  # ctx.cache: vectors a caller supplied
-        return Method(name, cl.agglomerative(ctx.vectors(name), ctx.k, linkage=ctx.linkage),
+        V = ctx.vectors(name)
+        return Method(name, cl.agglomerative(V, ctx.k, linkage=ctx.linkage),
                       {"algorithm": "agglomerative", "linkage": ctx.linkage,
-                       "metric": "cosine", "k": ctx.k}, vectors=name)
+                       "metric": "cosine", "k": ctx.k,
+                       **({"vectors": V.attrs["source"]} if V.attrs.get("source") else {})},
+                      vectors=name)
     for suffix in SUFFIXES:
         base = name[: -len(suffix)]
         if name.endswith(suffix) and (base in VECTORS or base in ctx.cache):

@@ -61,11 +61,20 @@ class SAESection:
 
 @dataclass
 class FeatureSection:
+    #: pooling of a description's token latents: sum, mean, max
     pooling: str = "sum"
+    #: pool only content words (no punctuation, stop words or the company's own name)
     content_only: bool = True
+    #: per-latent weight: idf, standardize, or none
     weighting: str | None = "idf"
+    #: drop latents active in more than this share of the companies (none: keep all)
     max_df: float | None = None
+    #: 1 + log tf (the same as tf = "sublinear")
     sublinear: bool = True
+    #: term frequency of a latent read as a word: sublinear, binary, bm25 (none: see sublinear)
+    tf: str | None = None
+    #: keep each company's top_n latents (none: all)
+    top_n: int | None = None
 
 
 @dataclass

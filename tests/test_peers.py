@@ -142,7 +142,7 @@ def test_comovement_weights_find_the_latent_that_matters():
     V = pd.DataFrame(V / np.linalg.norm(V, axis=1, keepdims=True), index=tick)
     C = pd.DataFrame(np.where(group[:, None] == group[None, :], 0.6, 0.1)
                      + rng.normal(0, 0.02, (n, n)), index=tick, columns=tick)
-    cw = CoMovementWeights(penalty=1e-4, steps=150, min_df=2).fit(V, C)
+    cw = CoMovementWeights(penalty=0.1).fit(V, C)
     w = cw.weights_
     assert w.iloc[:4].min() > w.iloc[4:].max()
     W = cw.transform(V)

@@ -271,6 +271,28 @@ def run_supervised(args, ctx: Context):
     _append(rows, args.out)
 
 
+def run_concat(args, ctx: Context):
+    """Several representations side by side: each L2-normalised, concatenated, re-normalised
+    (cosine = the mean of the parts' cosines)."""
+    folder = cache_dir("search", "vectors", ctx.vintage)
+    parts = []
+    for name in args.configs:
+        V = pd.read_parquet(folder / f"{name}.parquet").astype(float)
+        V.columns = [f"{name}:{c}" for c in V.columns]
+        parts.append(V / np.linalg.norm(V.to_numpy(), axis=1, keepdims=True))
+    W = pd.concat(parts, axis=1).loc[parts[0].index]
+    W = W / np.linalg.norm(W.to_numpy(), axis=1, keepdims=True)
+    tag = "+".join(args.configs)
+    import hashlib
+    key = hashlib.sha256(tag.encode()).hexdigest()[:8]
+    W.astype(np.float32).to_parquet(folder / f"concat-{len(args.configs)}-{key}.parquet")
+    rows = []
+    for r in ctx.score(W, kind="sae_concat", variant=tag, vintage=ctx.vintage):
+        rows.append(r)
+        log(_fmt(r))
+    _append(rows, args.out)
+
+
 def _fmt(r: dict) -> str:
     keys = ("kind", "layer", "text", "d_sae", "variant", "linkage")
     head = " ".join(str(r[k]) for k in keys if k in r and r[k] is not None)
@@ -289,7 +311,7 @@ def _append(rows: list[dict], out: Path):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("stage", choices=("sae", "hidden", "baselines", "supervised"))
+    ap.add_argument("stage", choices=("sae", "hidden", "baselines", "supervised", "concat"))
     ap.add_argument("--layers", nargs="+", type=int, default=[5, 10, 15, 20, 25])
     ap.add_argument("--store-layers", nargs="+", type=int, default=[5, 10, 15, 20, 25],
                     help="the layers of the cached activation store (encode.py)")
@@ -302,8 +324,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--configs", nargs="+", default=[])
-    ap.add_argument("--penalties", nargs="+", type=float, default=[1e-4, 1e-3, 1e-2])
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--penalties", nargs="+", type=float, default=[0.1, 1.0, 10.0])
+    ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--vintage", default="latest")
     ap.add_argument("--years", nargs=2, type=int, default=None)
     ap.add_argument("--fit-years", nargs=2, type=int, default=None)
@@ -318,7 +340,7 @@ def main(argv=None):
     ctx = Context(a.vintage, **kw)
     log(f"universe {len(ctx.universe)}, K {ctx.k}, vintage {a.vintage}")
     {"sae": run_sae, "hidden": run_hidden, "baselines": run_baselines,
-     "supervised": run_supervised}[a.stage](a, ctx)
+     "supervised": run_supervised, "concat": run_concat}[a.stage](a, ctx)
 
 
 if __name__ == "__main__":

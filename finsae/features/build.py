@@ -124,7 +124,9 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
                       pooling: str = DEFAULT_BUILD["pooling"],
                       content_only: bool = DEFAULT_BUILD["content_only"],
                       weighting=DEFAULT_BUILD["weighting"], max_df=DEFAULT_BUILD["max_df"],
-                      sublinear: bool = DEFAULT_BUILD["sublinear"], baselines: bool = True,
+                      sublinear: bool = DEFAULT_BUILD["sublinear"],
+                      tf: str | None = DEFAULT_BUILD.get("tf"),
+                      top_n: int | None = DEFAULT_BUILD.get("top_n"), baselines: bool = True,
                       device: str = "cpu", companies_path=None, progress: bool = True,
                       max_tokens: int = 512):
     """Compute and cache every method's company vectors and the feature labels; returns the
@@ -145,6 +147,8 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
     settings = dict(model=lm.fingerprint, layer=layer, sae=sae_id, pooling=pooling,
                     content_only=content_only, weighting=weighting, max_df=max_df,
                     sublinear=sublinear, texts=texts_hash(texts), baselines=baselines,
+                    **({} if tf is None else {"tf": tf}),
+                    **({} if top_n is None else {"top_n": top_n}),
                     **({} if max_tokens == 512 else {"max_tokens": max_tokens}))
     folder = features_root() / feature_key(settings)
     if folder.exists():
@@ -162,7 +166,8 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
         if "name" in companies else None
     vec, pooled, _ = sae_company_vectors(tl, strings, names, pooling=pooling,
                                          content_only=content_only, token_mask=ok,
-                                         weighting=weighting, max_df=max_df, sublinear=sublinear)
+                                         weighting=weighting, max_df=max_df, sublinear=sublinear,
+                                         tf=tf, top_n=top_n)
     vectors = {"sae": vec, "hidden": hidden_vectors(store, layer, tickers)}
     if baselines:
         from .baselines import minilm_embeddings, tfidf_vectors

@@ -1,10 +1,10 @@
 """The bundled SAE company features: a compact copy of the chosen configuration's vectors.
 
-``data/features/sae_company_latents.npz`` holds, for each bundled company, its strongest
-`TOP` latents (id and value of the L2-normalised company vector; the rest are zero) and
-``labels.json`` the short label of each of those latents. Written by
-``experiments/export_bundled_features.py`` from the configuration chosen in
-``experiments/results/features_selection.md``; ``meta.json`` records it. They let tests and a
+``data/features/sae_company_vectors.npz`` holds every bundled company's L2-normalised vector
+(all its non-zero latents, float16, sparse) and ``labels.json`` the label of each latent used.
+Written by ``experiments/search/export.py`` from the configuration chosen on 2001-2010 in
+``experiments/results/search.md``; ``meta.json`` records it, and every vector loaded from here
+carries ``attrs["source"]`` so outputs can name it. They let tests and a
 fresh install look up real SAE neighbours without running the LM (`finsae similar` falls back
 to them when no `finsae features build` exists for the bundled companies).
 """
@@ -20,7 +20,9 @@ import pandas as pd
 from ..data.errors import DataError
 from ..data.paths import data_dir
 
-TOP = 128
+#: None: every non-zero of each company vector is kept (the bundled vectors score as the run's)
+TOP = None
+FILE = "sae_company_vectors.npz"
 
 
 def bundled_dir() -> Path:
@@ -28,36 +30,53 @@ def bundled_dir() -> Path:
 
 
 def bundled_sae_vectors() -> pd.DataFrame:
-    """DataFrame ticker x latent id (only latents that are some company's top-`TOP`)."""
-    f = bundled_dir() / "sae_company_latents.npz"
+    """DataFrame ticker x latent id: the bundled company vectors (sparse CSR on disk, float16
+    values; rows L2-normalised). ``attrs["source"]`` names them."""
+    f = bundled_dir() / FILE
     if not f.exists():
         raise DataError("bundled SAE features missing", path=f)
-    z = np.load(f, allow_pickle=False)
-    idx, val, tickers = z["indices"], z["values"].astype(np.float32), z["tickers"]
-    cols = np.unique(idx[val > 0])
-    pos = np.searchsorted(cols, idx)
-    V = np.zeros((len(tickers), len(cols)), dtype=np.float32)
-    rows = np.repeat(np.arange(len(tickers)), idx.shape[1])
-    keep = val.ravel() > 0
-    V[rows[keep], pos.ravel()[keep]] = val.ravel()[keep]
-    return pd.DataFrame(V, index=pd.Index([str(t) for t in tickers], name="ticker"),
-                        columns=[int(c) for c in cols])
+    try:
+        z = np.load(f, allow_pickle=False)
+        from scipy import sparse
+        M = sparse.csr_matrix((z["data"].astype(np.float32), z["indices"], z["indptr"]),
+                              shape=(len(z["tickers"]), len(z["columns"])))
+        tickers, cols = z["tickers"], z["columns"]
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"damaged bundled SAE features ({e})", path=f) from e
+    V = pd.DataFrame(M.toarray(), index=pd.Index([str(t) for t in tickers], name="ticker"),
+                     columns=[int(c) for c in cols])
+    V.attrs["source"] = f"bundled:data/features/{FILE} ({_describe(bundled_meta())})"
+    return V
+
+
+def bundled_meta() -> dict:
+    return json.loads((bundled_dir() / "meta.json").read_text())
+
+
+def _describe(meta: dict) -> str:
+    return (f"{meta.get('model_name', meta.get('model'))} block {meta.get('layer')}, "
+            f"{meta.get('variant', '')}").strip(", ")
 
 
 def save_bundled(vectors: pd.DataFrame, labels: dict, meta: dict, folder: Path | None = None,
-                 top: int = TOP) -> Path:
-    """Write the compact copy of `vectors` (rows L2-normalised first) and the labels."""
+                 top: int | None = TOP) -> Path:
+    """Write `vectors` (rows L2-normalised first; with `top`, only each company's top latents)
+    as a sparse matrix, the labels of the latents used, and the metadata."""
+    from scipy import sparse
     folder = Path(folder or bundled_dir())
     folder.mkdir(parents=True, exist_ok=True)
     V = vectors.to_numpy(dtype=np.float64)
     V = V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
-    order = np.argsort(-V, axis=1)[:, :top]
-    vals = np.take_along_axis(V, order, axis=1)
-    ids = np.asarray(vectors.columns, dtype=np.int64)[order]
-    np.savez_compressed(folder / "sae_company_latents.npz", indices=ids.astype(np.int32),
-                        values=vals.astype(np.float16),
+    if top is not None:
+        cut = -np.partition(-V, top - 1, axis=1)[:, top - 1:top]
+        V = np.where(V >= cut, V, 0.0)
+    used_cols = np.flatnonzero((V != 0).any(axis=0))
+    M = sparse.csr_matrix(V[:, used_cols].astype(np.float16))
+    cols = np.asarray(vectors.columns, dtype=np.int64)[used_cols]
+    np.savez_compressed(folder / FILE, data=M.data, indices=M.indices.astype(np.int32),
+                        indptr=M.indptr.astype(np.int64), columns=cols,
                         tickers=np.array([str(t) for t in vectors.index]))
-    used = set(np.unique(ids).tolist())
+    used = set(cols.tolist())
     (folder / "labels.json").write_text(json.dumps(
         {str(k): {"label": v["label"], "doc_freq": v.get("doc_freq"),
                   "companies": v.get("companies", [])[:3]}
@@ -86,7 +105,10 @@ def company_sae_vectors(companies: pd.DataFrame | None = None) -> pd.DataFrame:
     user = companies is not None and companies.attrs.get("vintage") == "user"
     source = companies.attrs.get("source") if user else None
     try:
-        return FeatureSet.load(find_cache(None, source), methods=["sae"], labels=False).vectors["sae"]
+        folder = find_cache(None, source)
+        V = FeatureSet.load(folder, methods=["sae"], labels=False).vectors["sae"]
+        V.attrs["source"] = f"feature build {folder}"
+        return V
     except DataError:
         if user:
             raise

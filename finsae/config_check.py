@@ -168,6 +168,7 @@ def check_run_config(cfg, path=None):
     choice(s.arch, "[sae] arch", ARCHS, path=path)
     integer(s.d_sae, "[sae] d_sae", minimum=1, path=path)
     integer(s.k, "[sae] k", minimum=1, maximum=s.d_sae, path=path)
+    choice(s.train_text, "[sae] train_text", ("descriptions", "corpus", "both"), path=path)
     integer(s.train_tokens, "[sae] train_tokens", minimum=1, path=path)
     integer(s.batch_size, "[sae] batch_size", minimum=1, path=path)
     integer(s.seed, "[sae] seed", minimum=0, path=path)

@@ -51,7 +51,10 @@ class SAESection:
     arch: str = "topk"
     d_sae: int = 4608
     k: int = 32
-    #: training tokens (the description tokens are cycled through)
+    #: SAE training text: descriptions (the companies' own), corpus (the bundled ~4,600
+    #: FinanceDatabase business summaries), or both
+    train_text: str = "descriptions"
+    #: training tokens (the training text's tokens are cycled through)
     train_tokens: int = 400_000
     batch_size: int = 4096
     seed: int = 0
@@ -194,11 +197,20 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
         store = encode_texts(lm, described["description"].tolist(), layers=[cfg.sae.layer],
                              max_tokens=cfg.sae.max_tokens)
         acts = store.tokens(cfg.sae.layer)
+        train_acts = acts
+        if cfg.sae.train_text in ("corpus", "both") and not cfg.sae.path:
+            from .data.corpus import load_corpus
+            corpus = encode_texts(lm, load_corpus()["text"].tolist(), layers=[cfg.sae.layer],
+                                  max_tokens=cfg.sae.max_tokens)
+            train_acts = corpus.tokens(cfg.sae.layer)
+            if cfg.sae.train_text == "both":
+                import torch
+                train_acts = torch.cat([train_acts, acts])
         if cfg.sae.path:
             sae = load_sae(cfg.sae.path)
             info = {"source": cfg.sae.path}
         else:
-            res = train_sae(acts, SAEConfig(d_in=lm.d_model, d_sae=cfg.sae.d_sae, arch=cfg.sae.arch,
+            res = train_sae(train_acts, SAEConfig(d_in=lm.d_model, d_sae=cfg.sae.d_sae, arch=cfg.sae.arch,
                                             k=cfg.sae.k, meta={"model": cfg.sae.model,
                                                                "layer": cfg.sae.layer}),
                             TrainConfig(tokens=cfg.sae.train_tokens, batch_size=cfg.sae.batch_size,
@@ -208,7 +220,9 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
                     "massive_dropped": res.n_massive_dropped}
         stats = evaluate_reconstruction(sae, acts)
         info.update({k: float(v) for k, v in stats.items() if isinstance(v, (int, float))})
-        info["encode"] = {"texts": len(described), "tokens": int(acts.shape[0])}
+        info["encode"] = {"texts": len(described), "tokens": int(acts.shape[0]),
+                          "train_text": cfg.sae.train_text,
+                          "train_text_tokens": int(train_acts.shape[0])}
         if cfg.sae.path:
             shutil.copytree(cfg.sae.path, folder / "sae")
         (folder / "sae_stats.json").write_text(json.dumps(info, indent=1))
@@ -294,6 +308,10 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
             if f.suffix in (".csv", ".png"):
                 shutil.copy2(f, out / f"{s.name}_{f.name}")
     _write_vectors(s_feat.path / "features", out / "vectors")
+    # where each stage's outputs live in the cache (machine-specific, so not in metrics.json)
+    (out / "stages.json").write_text(json.dumps(
+        {s.name: {"key": s.key, "path": str(s.path), "cached": s.cached} for s in stages},
+        indent=1))
     (out / "config.toml").write_text(cfg.to_toml())
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
     from .report.build import write_run_report

@@ -112,6 +112,26 @@ def store_for(texts: list[str], layers, lm=None):
 
 # ----------------------------------------------------------------------------- SAEs
 
+def corpus_tokens(texts, layers, layer) -> torch.Tensor:
+    """Corpus activations at `layer`: the whole store, or (while encode.py is still running)
+    its finished shards, i.e. the first texts of the corpus in order."""
+    from finsae.lm.store import read_shard
+    root = cache_dir("activations")
+    for manifest in root.glob("*/manifest.json"):
+        m = json.loads(manifest.read_text())
+        if m.get("n_texts") != len(texts) or sorted(m.get("layers", [])) != sorted(layers):
+            continue
+        parts = []
+        for sh in m["shards"]:
+            t = read_shard(manifest.parent / sh["file"])
+            if t is None:
+                break
+            parts.append(t[f"layer.{layer}"].float())
+        if parts:
+            return torch.cat(parts)
+    raise SystemExit("no corpus activations: run experiments/search/encode.py --which corpus")
+
+
 def corpus_texts(n: int | None = None) -> list[str]:
     """The FinanceDatabase corpus (encode.py's order); the first n texts of a fixed shuffle."""
     from finsae.data.corpus import load_corpus
@@ -171,25 +191,25 @@ def run_sae(args, ctx: Context):
     names = ctx.described["name"].fillna("").astype(str).tolist()
     layers = args.layers
     desc_store, _ = store_for(texts, args.store_layers)
-    corpus_store = None
-    if args.text in ("corpus", "both"):
-        corpus_store, _ = store_for(corpus_texts(args.corpus_n), args.corpus_layers)
     rows = []
     for layer in layers:
         acts = desc_store.tokens(layer)
-        if corpus_store is not None:
-            acts = torch.cat([corpus_store.tokens(layer), acts]) if args.text == "both" \
-                else corpus_store.tokens(layer)
+        if args.text in ("corpus", "both"):
+            corpus = corpus_tokens(corpus_texts(args.corpus_n), args.corpus_layers, layer)
+            log(f"corpus tokens at layer {layer}: {len(corpus)}")
+            acts = torch.cat([corpus, acts]) if args.text == "both" else corpus
         for d_sae in args.d_sae:
             for k in args.k:
                 tokens = args.tokens or (400_000 if args.text == "descriptions" else
                                          2 * len(acts))
-                tag = f"L{layer}-{args.text}-d{d_sae}-k{k}-t{tokens}-s{args.seed}"
+                text = args.text if args.text == "descriptions" else \
+                    f"{args.text}{len(acts)}"  # the corpus may be partial: name its size
+                tag = f"L{layer}-{text}-d{d_sae}-k{k}-t{tokens}-s{args.seed}"
                 sae = train_or_load(tag, acts, d_sae, k, tokens, args.seed)
                 tl, ok, strings = latents_for(sae, desc_store, layer, tickers)
                 for variant in args.variants:
                     V = company_vectors(tl, strings, names, ok, variant)
-                    for r in ctx.score(V, kind="sae", layer=layer, text=args.text,
+                    for r in ctx.score(V, kind="sae", layer=layer, text=text,
                                        d_sae=d_sae, k=k, tokens=tokens, variant=variant,
                                        vintage=ctx.vintage):
                         rows.append(r)

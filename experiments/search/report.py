@@ -1,0 +1,101 @@
+"""Write experiments/results/search.md from search.csv: the whole grid with both periods'
+scores, the choice made on 2001-2010 only, and the final comparison with years won.
+
+    python experiments/search/report.py
+
+Selection rule (fixed before looking at 2011-2020): the SAE representation (any row of kind
+sae, sae_concat or sae_supervised, any linkage) with the highest in-sample score
+(peer_r2_in + knn_r2_in) / 2. Linkage is chosen the same way for every vector method.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+SAE_KINDS = ("sae", "sae_concat", "sae_supervised")
+
+
+def name(r) -> str:
+    if r["kind"] == "classification":
+        return r["variant"]
+    if r["kind"] in ("text",):
+        return r["variant"]
+    if r["kind"] == "hidden":
+        return f"hidden L{int(r['layer'])}"
+    if r["kind"] == "sae":
+        return (f"SAE L{int(r['layer'])} {r['text']} d{int(r['d_sae'])} k{int(r['k'])} "
+                f"{r['variant']}")
+    return f"{r['kind']} {r['variant']}"
+
+
+def years_won(a: str, b: str, years) -> tuple[int, float]:
+    da, db = json.loads(a), json.loads(b)
+    d = np.array([da[str(y)] - db[str(y)] for y in years])
+    return int((d > 0).sum()), float(d.mean())
+
+
+def _markdown(t: pd.DataFrame) -> str:
+    def cell(v):
+        if isinstance(v, float):
+            return "" if np.isnan(v) else f"{v:.3f}"
+        return str(v)
+    rows = ["| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
+    rows += ["| " + " | ".join(cell(v) for v in r) + " |" for r in t.itertuples(index=False)]
+    return "\n".join(rows)
+
+
+def main(vintage: str = "latest", out_years=range(2011, 2021), path=None):
+    df = pd.read_csv(path or RESULTS / "search.csv")
+    df = df[df["vintage"] == vintage].copy()
+    df["name"] = df.apply(name, axis=1)
+    df["score_in"] = (df["peer_r2_in"] + df["knn_r2_in"]) / 2
+    df["score_out"] = (df["peer_r2_out"] + df["knn_r2_out"]) / 2
+    df = df.drop_duplicates(["name", "linkage"], keep="last")
+    sae = df[df["kind"].isin(SAE_KINDS)].sort_values("score_in", ascending=False)
+    best = sae.iloc[0]
+    cols = ["name", "linkage", "peer_r2_in", "knn_r2_in", "score_in", "peer_r2_out",
+            "knn_r2_out", "score_out", "delta_r2_out", "knn_corr_out", "mean_corr_out",
+            "pair_weighted_out", "largest_cluster", "singletons"]
+    lines = ["# Representation search (issue 19): every-firm peer metrics", "",
+             "Every row scored on the 453-company universe: peer R² with K = 127 clusters "
+             "(linkage as named), kNN-10 peer R², 2001-2010 (in-sample, `_in`) and 2011-2020 "
+             "(out of sample, `_out`). The choice uses only `score_in` = (peer_r2_in + "
+             "knn_r2_in) / 2. Commands: `experiments/search/{encode,search,report}.py`.", "",
+             f"**Chosen on 2001-2010:** {best['name']} ({best['linkage']} linkage), score_in "
+             f"{best['score_in']:.4f}.", ""]
+    ref = {r["name"]: r for _, r in df[df["kind"].isin(("classification", "text", "hidden"))]
+           .sort_values("score_in", ascending=False).drop_duplicates("name").iterrows()}
+    comp = [best] + [ref[n] for n in ("gics_sub_industry", "sic4", "tfidf", "minilm")
+                     if n in ref]
+    hid = [r for n, r in ref.items() if n.startswith("hidden")]
+    if hid:
+        comp.append(max(hid, key=lambda r: r["score_in"]))
+    lines += ["## The chosen SAE representation against the baselines (2011-2020)", "",
+              "| representation | peer R² | kNN-10 R² | ΔR² | kNN corr | peer R² years won vs "
+              "GICS (mean diff) | kNN R² years won vs GICS | kNN R² years won vs TF-IDF |",
+              "|---|---|---|---|---|---|---|---|"]
+    g, t = ref.get("gics_sub_industry"), ref.get("tfidf")
+    for r in comp:
+        w1 = years_won(r["peer_r2_by_year"], g["peer_r2_by_year"], out_years) if g is not None else None
+        w2 = years_won(r["knn_r2_by_year"], g["knn_r2_by_year"], out_years) if g is not None else None
+        w3 = years_won(r["knn_r2_by_year"], t["knn_r2_by_year"], out_years) if t is not None else None
+        lines.append(f"| {r['name']} ({r.get('linkage') if isinstance(r.get('linkage'), str) else '-'}) "
+                     f"| {r['peer_r2_out']:.3f} | {r['knn_r2_out']:.3f} | {r['delta_r2_out']:.3f} "
+                     f"| {r['knn_corr_out']:.3f} "
+                     f"| {w1[0]}/10 ({w1[1]:+.3f}) | {w2[0]}/10 ({w2[1]:+.3f}) "
+                     f"| {w3[0]}/10 ({w3[1]:+.3f}) |")
+    lines += ["", "## The whole grid, best in-sample first", "",
+              _markdown(df.sort_values("score_in", ascending=False)[cols]), ""]
+    out = RESULTS / ("search.md" if vintage == "latest" else f"search_{vintage}.md")
+    out.write_text("\n".join(lines))
+    print("\n".join(lines[:20]))
+
+
+if __name__ == "__main__":
+    import sys
+    main(*sys.argv[1:2])

@@ -147,7 +147,8 @@ def test_cli_json_intervals_filters_seeds_tearsheets(tmp_path, capsys):
     assert r["diff_ci"][0] <= r["diff_to_baseline"] <= r["diff_ci"][1]
     assert r["seeds"]["n"] == 3 and r["sharpe"] == pytest.approx(r["seeds"]["sharpe_mean"])
     assert doc["config"]["fdr"] == 0.2 and doc["config"]["half_life_range"] is None
-    for f in ("tearsheet_gics.png", "tearsheet_random.png", "filters.csv", "equity.png"):
+    for f in ("tearsheet_gics.png", "tearsheet_random.png", "filters.csv", "equity.png",
+              "report.html"):
         assert (out / f).stat().st_size > 0
     # several rules: strategies METHOD:RULE, each compared with GICS under the same rule
     rc = main(common + ["--methods", "gics,returns", "--rules", "eg,distance",

@@ -161,3 +161,31 @@ def test_no_look_ahead_for_every_rule_filter_and_neighbours():
     assert np.isnan(f.loc["m:distance", "pvalue"]) and f.loc["m:eg", "fdr"] >= 0
     assert (f["selected"] == base.selections.groupby("method").size().reindex(f.index)
             .fillna(0)).all()
+
+
+def test_trading_zscore_bands_and_dynamic_hedge():
+    from finsae.pairs.backtest import trading_zscore
+    from finsae.pairs.hedge import rolling_ols
+    from finsae.pairs.select import test_pairs
+    prices = _market(T=F + TR, n=1, seed=5)
+    form, trade = prices.iloc[:F], prices.iloc[F:]
+    chosen = test_pairs(form, [("A0", "B0")], SelectionConfig(lags=1)).iloc[:1]
+    fy, fx = form[chosen["y"]].to_numpy(), form[chosen["x"]].to_numpy()
+    ty, tx = trade[chosen["y"]].to_numpy(), trade[chosen["x"]].to_numpy()
+    c = chosen.iloc[0]
+    spread = ty[:, 0] - c["beta"] * tx[:, 0] - c["alpha"]
+    z, h = trading_zscore(fy, fx, ty, tx, chosen, StrategyConfig())
+    np.testing.assert_allclose(z[:, 0], (spread - c["spread_mean"]) / c["spread_std"])
+    z, _ = trading_zscore(fy, fx, ty, tx, chosen, StrategyConfig(bands="ou"))
+    np.testing.assert_allclose(z[:, 0], (spread - c["ou_mu"]) / c["ou_sigma_eq"])
+    # OU and formation moments nearly agree on a fast AR(1) spread
+    assert c["ou_mu"] == pytest.approx(c["spread_mean"], abs=0.2 * c["spread_std"])
+    z, h = trading_zscore(fy, fx, ty, tx, chosen, StrategyConfig(hedge="rolling",
+                                                                 hedge_window=30))
+    b, a = rolling_ols(np.r_[fy, ty], np.r_[fx, tx], 30)
+    s = np.r_[fy, ty][:, 0] - b[:, 0] * np.r_[fx, tx][:, 0] - a[:, 0]
+    f = s[29:F]
+    np.testing.assert_allclose(z[:, 0], (s[F:] - f.mean()) / f.std(ddof=1))
+    assert h[0] == b[F - 1, 0]
+    with pytest.raises(ValueError, match="OU bands"):
+        StrategyConfig(bands="ou", hedge="kalman")

@@ -159,3 +159,9 @@ def test_cli_json_intervals_filters_seeds_tearsheets(tmp_path, capsys):
     assert doc["methods"]["returns:distance"]["baseline"] == "gics:distance"
     assert doc["methods"]["gics:distance"]["filters"]["applied"][:2] == ["valid", "min_beta"]
     assert main(common + ["--methods", "gics", "--rules", "nope"]) == 2
+    capsys.readouterr()
+    # the table on stdout: Sharpe with interval, differences, filter counts
+    text = [a for a in common if a != "--json"]
+    assert main(text + ["--methods", "gics,random", "--random-seeds", "2", "--bands", "ou"]) == 0
+    shown = capsys.readouterr().out
+    assert "sharpe_lo" in shown and "Sharpe random - gics" in shown and "crossings" in shown

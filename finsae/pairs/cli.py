@@ -223,9 +223,15 @@ def summarise(res, methods: list[str], rules: list[str], config, baseline: str =
                                 "sharpe_max": float(seed_sr.max())}
             out[name] = row
             if name != lab(base, r):
+                # Memmel's test compares two return series: for a seed group, the returns of
+                # the seed-average portfolio (whose Sharpe exceeds the average seed Sharpe)
                 t = sharpe_difference(R[name], R[lab(base, r)], "memmel")
-                tests[name] = {"baseline": lab(base, r), "sharpe_difference": t.difference,
+                tests[name] = {"baseline": lab(base, r),
+                               "sharpe_difference": row.get("diff_to_baseline"),
+                               "sharpe_difference_memmel": t.difference,
                                "z_memmel": t.statistic, "pvalue_memmel": t.pvalue,
+                               "memmel_on": "seed-average returns" if name in groups
+                               else "returns",
                                "diff_ci_block_bootstrap": row.get("diff_ci"),
                                "pvalue_block_bootstrap": row.get("diff_pvalue")}
     return out, tests, (R, E, M, T)
@@ -320,10 +326,12 @@ def run(args) -> int:
               f"intervals")
         print(show.to_string(float_format=lambda v: f"{v:.3f}"))
         for m, t in tests.items():
-            ci = t["diff_ci_block_bootstrap"] or [float("nan")] * 2
-            print(f"Sharpe {m} - {t['baseline']}: {t['sharpe_difference']:+.3f} "
+            nan = float("nan")
+            ci = [nan if v is None else v for v in (t["diff_ci_block_bootstrap"] or [nan, nan])]
+            d, pb = t["sharpe_difference"], t["pvalue_block_bootstrap"]
+            print(f"Sharpe {m} - {t['baseline']}: {nan if d is None else d:+.3f} "
                   f"[{ci[0]:+.3f}, {ci[1]:+.3f}]  p = {t['pvalue_memmel']:.3f} "
-                  f"(Jobson-Korkie-Memmel), {t['pvalue_block_bootstrap']:.3f} (block bootstrap)")
+                  f"(Jobson-Korkie-Memmel), {nan if pb is None else pb:.3f} (block bootstrap)")
         print("filters (pairs removed, summed over periods):")
         print(res.filters.to_string())
         if args.prices is None:

@@ -20,7 +20,12 @@ cluster (or neighbours) among the eligible tickers; each pair gets the statistic
   the first cointegrating vector, ranked by the trace statistic;
 * ``"distance"``: Gatev-Goetzmann-Rouwenhorst, ranked by the sum of squared deviations of the
   prices normalised to 1 on the first formation day; hedge ratio = the ratio of those first
-  prices (equal dollars), no test.
+  prices (so the spread is the normalised price difference times y's first price), no test.
+  Two departures from GGR: the trading rule is the shared one (z-score against the formation
+  mean and standard deviation of that spread, exit at the formation mean, not at the crossing
+  of prices renormalised at the start of trading), and the filters below apply unless
+  disabled (GGR use none: ``half_life_range=None, hurst_max=None, min_crossings=None,
+  min_beta=None``).
 
 Then the filters (`filter_pairs`, in this order, each counted): valid spread, the rule's test
 (p < `pvalue_max` / Johansen trace), Benjamini-Hochberg FDR over the method's candidates

@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from .hedge import dynamic_spread
 from .select import (MethodContext, Partition, SelectionConfig, candidate_pairs, partition_at,
                      rank_pairs, test_pairs)
-from .hedge import dynamic_spread
 from .strategy import StrategyConfig, leg_orders, pair_positions, spread_zscore
 
 YEAR = 252

@@ -352,7 +352,7 @@ def johansen(y, x, det_order: int = 0, k_ar_diff: int = 1) -> JohansenResult:
 
     det_order: -1 (no deterministic terms) or 0 (a constant). k_ar_diff: lagged differences.
     """
-    from statsmodels.tsa.coint_tables import c_sja, c_sjt
+    from statsmodels.tsa.coint_tables import c_sjt
     y, x = _as_2d(y, "y"), _as_2d(x, "x")
     if y.shape != x.shape:
         raise ValueError(f"y and x must have the same shape, got {y.shape} and {x.shape}")

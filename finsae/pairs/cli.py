@@ -195,7 +195,8 @@ def summarise(res, methods: list[str], rules: list[str], config, baseline: str =
         for m in methods:
             name = lab(m, r)
             row = {"method": m, "rule": r}
-            row.update({k: _clean(float(v)) for k, v in M.loc[name].items()})
+            row.update({k: _clean(float(v)) for k, v in M.loc[name].items()
+                        if name in groups or k not in ("n_seeds", "sharpe_seed_sd")})
             if float(row["n_trades"]).is_integer():
                 row["n_trades"] = int(row["n_trades"])
             b = tab.loc[name]

@@ -1,22 +1,34 @@
-"""Cointegration pairs trading per company grouping (issue 9).
+"""Cointegration pairs trading per company grouping (issues 9 and 17).
 
-* `coint`: batched Engle-Granger (equal to statsmodels' `coint`), half-life, Hurst.
-* `select`: method registry (name -> partition), candidate pairs, formation-window selection.
+* `coint`: batched Engle-Granger (equal to statsmodels' `coint`), Johansen (equal to
+  `coint_johansen`), GGR distance, half-life, Hurst, mean crossings, Ornstein-Uhlenbeck fit.
+* `select`: method registry (name -> partition or `Neighbours`), candidate pairs,
+  formation-window selection rules ("eg", "johansen", "distance") and the pair filters
+  (p-value, Benjamini-Hochberg, hedge sign, half-life, Hurst, mean crossings), each counted.
+* `hedge`: rolling-OLS and Kalman hedge ratios, each day's from prices up to that day.
 * `strategy`: z-score bands on the formation spread, dollar-neutral legs, costs.
-* `backtest`: walk-forward periods, vectorbt portfolio, metrics, Sharpe-difference tests.
+* `backtest`: walk-forward periods, vectorbt portfolio, metrics, Sharpe-difference tests,
+  stationary block-bootstrap intervals, the random baseline averaged over seeds.
+* `tearsheet`: equity, drawdown, rolling Sharpe and trade statistics per strategy (PNG).
 * `cli`: ``finsae backtest``.
 
 Nothing fitted on a trading window is used to trade it: hedge ratio, intercept, spread mean and
 standard deviation, the pair list and the return-correlation clusters all come from the
-formation window (tests in tests/test_pairs_backtest.py).
+formation window, and dynamic hedges from prices up to each day (tests in
+tests/test_pairs_backtest.py, tests/test_pairs_filters.py, tests/test_pairs_models.py).
 """
 
-from .backtest import BacktestConfig, BacktestResult, run_backtest, sharpe_difference
-from .coint import engle_granger, engle_granger_both, half_life, hurst_exponent
-from .select import METHODS, SelectionConfig, register_method, resolve_partition, select_pairs
+from .backtest import (BacktestConfig, BacktestResult, bootstrap_sharpe, combine_seeds,
+                       run_backtest, sharpe_difference)
+from .coint import (engle_granger, engle_granger_both, half_life, hurst_exponent, johansen,
+                    mean_crossings, ou_fit, ssd_distance)
+from .select import (METHODS, Neighbours, SelectionConfig, benjamini_hochberg, filter_pairs,
+                     register_method, resolve_partition, select_pairs)
 from .strategy import StrategyConfig, pair_positions
 
-__all__ = ["BacktestConfig", "BacktestResult", "METHODS", "SelectionConfig", "StrategyConfig",
-           "engle_granger", "engle_granger_both", "half_life", "hurst_exponent",
-           "pair_positions", "register_method", "resolve_partition", "run_backtest",
-           "select_pairs", "sharpe_difference"]
+__all__ = ["BacktestConfig", "BacktestResult", "METHODS", "Neighbours", "SelectionConfig",
+           "StrategyConfig", "benjamini_hochberg", "bootstrap_sharpe", "combine_seeds",
+           "engle_granger", "engle_granger_both", "filter_pairs", "half_life", "hurst_exponent",
+           "johansen", "mean_crossings", "ou_fit", "pair_positions", "register_method",
+           "resolve_partition", "run_backtest", "select_pairs", "sharpe_difference",
+           "ssd_distance"]

@@ -19,6 +19,7 @@ are on committed capital. Annualisation uses 252 trading days.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from .hedge import dynamic_spread
 from .select import (MethodContext, Partition, SelectionConfig, candidate_pairs, partition_at,
                      rank_pairs, test_pairs)
 from .strategy import StrategyConfig, leg_orders, pair_positions, spread_zscore
@@ -106,7 +108,10 @@ class BacktestResult(NamedTuple):
     trading window; equity: date x method portfolio value (sum of slots, after costs);
     returns: daily returns of `equity`; metrics: method x performance table; trades: one row
     per pair trade; portfolio: the vectorbt Portfolio (groups = (method, slot));
-    periods: the walk-forward windows."""
+    periods: the walk-forward windows; filters: method x (candidates, pairs removed by each
+    filter, passed, selected), summed over periods.
+
+    With several selection rules, "method" is ``name:rule`` (e.g. ``sae:distance``)."""
 
     selections: pd.DataFrame
     equity: pd.DataFrame
@@ -115,17 +120,21 @@ class BacktestResult(NamedTuple):
     trades: pd.DataFrame
     portfolio: object
     periods: list
+    filters: pd.DataFrame | None = None
 
 
 def run_backtest(prices: pd.DataFrame, partitions: dict[str, Partition], universe,
                  config: BacktestConfig = BacktestConfig(),
-                 members: Callable | None = None, progress: Callable[[str], None] | None = None
-                 ) -> BacktestResult:
-    """Walk-forward backtest of every method in `partitions` (name -> Series or callable).
+                 members: Callable | None = None, progress: Callable[[str], None] | None = None,
+                 rules: list[str] | None = None) -> BacktestResult:
+    """Walk-forward backtest of every method in `partitions` (name -> Series, callable or
+    `Neighbours`).
 
     prices: screened daily prices (date x ticker), the prices traded. universe: the tickers
     every method may use. members: date, universe -> S&P 500 tickers (default
     `finsae.data.membership.sp500_members` when ``config.sp500_membership``).
+    rules: selection rules to run (default: ``[config.selection.rule]``); with more than one,
+    each (method, rule) is a strategy named ``method:rule``.
     """
     if not partitions:
         raise ValueError("no methods to backtest")
@@ -138,53 +147,68 @@ def run_backtest(prices: pd.DataFrame, partitions: dict[str, Partition], univers
     if not periods:
         raise ValueError(f"prices cover {len(prices)} days: too few for one formation "
                          f"({config.formation_days}) + trading window")
-    sel_cfg, st = config.selection, config.strategy
-    methods = list(partitions)
-    N = sel_cfg.top_n
+    st = config.strategy
+    rules = list(rules or [config.selection.rule])
+    cfgs = {r: dataclasses.replace(config.selection, rule=r) for r in rules}
+    names = list(partitions)
+    methods = [(n, r, n if len(rules) == 1 else f"{n}:{r}") for r in rules for n in names]
+    labels = [lab for _, _, lab in methods]
+    N = config.selection.top_n
     n0, n1 = periods[0].t0, periods[-1].t1
     dates = prices.index[n0:n1]
     ncol = len(methods) * N * 2
     close = np.full((n1 - n0, ncol), np.nan)
     size = np.full((n1 - n0, ncol), np.nan)
     rows = []
+    counts: dict[str, dict[str, int]] = {lab: {} for lab in labels}
     for per in periods:
         window = prices.iloc[per.f0:per.f1]
         elig = eligible_tickers(prices, universe, per.formation_start, per.formation_end, members)
-        cands = {m: candidate_pairs(partition_at(partitions[m], per.formation_start,
-                                                 per.formation_end), elig) for m in methods}
+        cands = {n: candidate_pairs(partition_at(partitions[n], per.formation_start,
+                                                 per.formation_end), elig) for n in names}
         union = sorted(set().union(*cands.values()))
-        tested = test_pairs(window, union, sel_cfg)
-        key = {tuple(sorted(k)): i for i, k in enumerate(zip(tested["y"], tested["x"]))}
         trade = prices.iloc[per.t0:per.t1]
-        for mi, m in enumerate(methods):
-            chosen = rank_pairs(tested.iloc[[key[p] for p in cands[m]]], sel_cfg)
-            if progress:
-                progress(f"period {per.number} {per.trade_start.date()} {m}: "
-                         f"{len(cands[m])} candidates, {len(chosen)} traded")
-            if chosen.empty:
-                continue
-            py = trade[chosen["y"]].to_numpy()
-            px = trade[chosen["x"]].to_numpy()
-            alive = np.isfinite(py) & np.isfinite(px)
-            last = np.where(alive.any(0), len(alive) - 1 - np.argmax(alive[::-1], axis=0), 0)
-            py = pd.DataFrame(py).ffill().to_numpy()
-            px = pd.DataFrame(px).ffill().to_numpy()
-            z = spread_zscore(py, px, chosen["beta"].to_numpy(), chosen["alpha"].to_numpy(),
-                              chosen["spread_mean"].to_numpy(), chosen["spread_std"].to_numpy())
-            pos = pair_positions(z, st, last_day=last)
-            oy, ox = leg_orders(pos.position, st.leg_fraction)
-            for k in range(len(chosen)):
-                cy = (mi * N + k) * 2
-                sl = slice(per.t0 - n0, per.t1 - n0)
-                close[sl, cy], close[sl, cy + 1] = py[:, k], px[:, k]
-                size[sl, cy], size[sl, cy + 1] = oy[:, k], ox[:, k]
-            info = chosen.assign(method=m, period=per.number,
-                                 formation_start=per.formation_start,
-                                 formation_end=per.formation_end, trade_start=per.trade_start,
-                                 trade_end=per.trade_end, n_candidates=len(cands[m]),
-                                 n_eligible=len(elig), n_entries=pos.entries.sum(0),
-                                 last_day=trade.index[last])
-            rows.append(info)
+        for rule in rules:
+            sel_cfg = cfgs[rule]
+            tested = test_pairs(window, union, sel_cfg)
+            key = {tuple(sorted(k)): i for i, k in enumerate(zip(tested["y"], tested["x"]))}
+            for n, r, lab in methods:
+                if r != rule:
+                    continue
+                mi = labels.index(lab)
+                chosen = rank_pairs(tested.iloc[[key[p] for p in cands[n]]], sel_cfg)
+                for f, c in chosen.attrs["filters"].items():
+                    counts[lab][f] = counts[lab].get(f, 0) + c
+                if progress:
+                    progress(f"period {per.number} {per.trade_start.date()} {lab}: "
+                             f"{len(cands[n])} candidates, {len(chosen)} traded")
+                if chosen.empty:
+                    continue
+                py = trade[chosen["y"]].to_numpy()
+                px = trade[chosen["x"]].to_numpy()
+                alive = np.isfinite(py) & np.isfinite(px)
+                last = np.where(alive.any(0), len(alive) - 1 - np.argmax(alive[::-1], axis=0), 0)
+                py = pd.DataFrame(py).ffill().to_numpy()
+                px = pd.DataFrame(px).ffill().to_numpy()
+                z, hedge_end = trading_zscore(window[chosen["y"]].to_numpy(dtype=float),
+                                              window[chosen["x"]].to_numpy(dtype=float),
+                                              py, px, chosen, st)
+                pos = pair_positions(z, st, last_day=last)
+                oy, ox = leg_orders(pos.position, st.leg_fraction)
+                for k in range(len(chosen)):
+                    cy = (mi * N + k) * 2
+                    sl = slice(per.t0 - n0, per.t1 - n0)
+                    close[sl, cy], close[sl, cy + 1] = py[:, k], px[:, k]
+                    size[sl, cy], size[sl, cy + 1] = oy[:, k], ox[:, k]
+                info = chosen.assign(method=lab, rule=r, period=per.number,
+                                     formation_start=per.formation_start,
+                                     formation_end=per.formation_end,
+                                     trade_start=per.trade_start,
+                                     trade_end=per.trade_end, n_candidates=len(cands[n]),
+                                     n_eligible=len(elig), n_entries=pos.entries.sum(0),
+                                     hedge_end=hedge_end, last_day=trade.index[last])
+                rows.append(info)
+    methods = labels
     selections = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
     cols = pd.MultiIndex.from_tuples([(m, k, leg) for m in methods for k in range(N)
                                       for leg in ("y", "x")], names=["method", "slot", "leg"])
@@ -193,7 +217,34 @@ def run_backtest(prices: pd.DataFrame, partitions: dict[str, Partition], univers
     pf, equity, trades = _simulate(close_df, size_df, methods, periods, n0, config)
     returns = equity / equity.shift(1).fillna(N * config.init_cash) - 1.0
     metrics = performance_table(returns, equity, trades, pf, periods, n0, config)
-    return BacktestResult(selections, equity, returns, metrics, trades, pf, periods)
+    # pairs removed by each filter, summed over periods; NaN = the filter was not applied
+    filters = pd.DataFrame(counts).T.reindex(methods)
+    order = ["candidates", "valid", "pvalue", "fdr", "johansen_trace", "min_beta", "half_life",
+             "hurst", "crossings", "passed", "selected"]
+    filters = filters[[c for c in order if c in filters.columns]].rename_axis("method")
+    return BacktestResult(selections, equity, returns, metrics, trades, pf, periods, filters)
+
+
+def trading_zscore(fy, fx, ty, tx, chosen: pd.DataFrame, st: StrategyConfig):
+    """z-scores (T_trade, P) of the chosen pairs over the trading window, and the hedge ratio
+    in force on the formation's last day (P,).
+
+    fy, fx: formation prices (F, P) of the y and x legs; ty, tx: trading prices (forward
+    filled). Formation hedge: the rule's beta/alpha with formation moments (or OU mean and
+    stationary sd with ``st.bands == "ou"``). Dynamic hedges run over formation + trading days,
+    each day's hedge from prices up to that day (`finsae.pairs.hedge`)."""
+    beta, alpha = chosen["beta"].to_numpy(), chosen["alpha"].to_numpy()
+    if st.hedge == "formation":
+        if st.bands == "ou":
+            mean, sd = chosen["ou_mu"].to_numpy(), chosen["ou_sigma_eq"].to_numpy()
+        else:
+            mean, sd = chosen["spread_mean"].to_numpy(), chosen["spread_std"].to_numpy()
+        return spread_zscore(ty, tx, beta, alpha, mean, sd), beta
+    F = len(fy)
+    y, x = np.vstack([fy, ty]), np.vstack([fx, tx])
+    s, mean, sd, b, _ = dynamic_spread(y, x, F, st.hedge, st.hedge_window, st.kalman_delta,
+                                       st.kalman_obs_var)
+    return (s[F:] - mean) / sd, b[F - 1]
 
 
 def _simulate(close_df, size_df, methods, periods, n0, config):
@@ -347,3 +398,123 @@ def method_context(companies: pd.DataFrame, prices: pd.DataFrame, universe, seed
     ctx = MethodContext(companies, prices, list(universe), seed)
     ctx.eligible = lambda s, e: eligible_tickers(prices, ctx.universe, s, e, members)
     return ctx
+
+
+def stationary_bootstrap_indices(T: int, n_boot: int, block: float, rng) -> np.ndarray:
+    """(n_boot, T) day indices of the Politis-Romano (1994) stationary bootstrap: blocks of
+    geometric length with mean `block`, each starting at a uniform day, wrapping around."""
+    new = rng.random((n_boot, T)) < 1.0 / block
+    new[:, 0] = True
+    starts = rng.integers(0, T, size=(n_boot, T))
+    pos = np.arange(T)
+    last = np.maximum.accumulate(np.where(new, pos, 0), axis=1)  # start of the current block
+    return (np.take_along_axis(starts, last, 1) + pos - last) % T
+
+
+class SharpeIntervals(NamedTuple):
+    """Per strategy: Sharpe (annualised, 252) with its bootstrap interval, and its difference
+    to the baseline with interval and two-sided bootstrap p-value. `draws` holds the
+    resampled Sharpe ratios (n_boot x strategy)."""
+
+    table: pd.DataFrame
+    draws: pd.DataFrame
+
+
+def bootstrap_sharpe(returns: pd.DataFrame, baseline: str | None = None,
+                     groups: dict[str, list[str]] | None = None, block: float = 21.0,
+                     n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                     chunk: int = 100) -> SharpeIntervals:
+    """Stationary block-bootstrap intervals of each strategy's Sharpe ratio and of its
+    difference to `baseline`, resampling the days of all columns jointly (one set of indices
+    per draw), so cross-correlation and (up to ~`block` days) autocorrelation are kept.
+
+    returns: daily returns (date x column). groups: name -> columns whose Sharpe ratios are
+    averaged (e.g. the random baseline's seeds); every other column is its own strategy.
+    Percentile intervals at `level`; p-value of the difference = share of draws of the
+    difference at least as far from the observed difference as it is from 0.
+    """
+    R = returns.dropna(how="all").fillna(0.0)
+    T = len(R)
+    if T < 3:
+        raise ValueError("need at least 3 days of returns")
+    groups = dict(groups or {})
+    grouped = {c for cols in groups.values() for c in cols}
+    strategies = {c: [c] for c in R.columns if c not in grouped}
+    strategies.update(groups)
+    X = R.to_numpy(dtype=float)
+    ann = np.sqrt(YEAR)
+
+    def sharpe(a, axis):
+        sd = a.std(axis=axis, ddof=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(sd > 0, a.mean(axis=axis) / sd, np.nan) * ann
+
+    col = {c: j for j, c in enumerate(R.columns)}
+    point_cols = sharpe(X, 0)
+    point = {n: float(np.nanmean(point_cols[[col[c] for c in cs]])) for n, cs in
+             strategies.items()}
+    rng = np.random.default_rng(seed)
+    draws = np.empty((n_boot, X.shape[1]))
+    for s in range(0, n_boot, chunk):
+        idx = stationary_bootstrap_indices(T, min(chunk, n_boot - s), block, rng)
+        for j in range(X.shape[1]):
+            draws[s:s + len(idx), j] = sharpe(X[idx, j], 1)
+    with np.errstate(invalid="ignore"):
+        sd = {n: np.nanmean(draws[:, [col[c] for c in cs]], axis=1) for n, cs in
+              strategies.items()}
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    rows = {}
+    for n in strategies:
+        d = sd[n]
+        row = {"sharpe": point[n], "sharpe_lo": float(np.nanquantile(d, lo_q)),
+               "sharpe_hi": float(np.nanquantile(d, hi_q)),
+               "p_sharpe_le_0": float(np.mean(d <= 0))}
+        if baseline is not None and n != baseline and baseline in strategies:
+            diff = point[n] - point[baseline]
+            dd = d - sd[baseline]
+            row.update({"diff": diff, "diff_lo": float(np.nanquantile(dd, lo_q)),
+                        "diff_hi": float(np.nanquantile(dd, hi_q)),
+                        "diff_pvalue": float(np.mean(np.abs(dd - diff) >= abs(diff)))})
+        rows[n] = row
+    table = pd.DataFrame(rows).T.rename_axis("method")
+    table.attrs.update({"block": block, "n_boot": n_boot, "level": level, "baseline": baseline,
+                        "bootstrap": "stationary (Politis-Romano), percentile intervals"})
+    return SharpeIntervals(table, pd.DataFrame(sd))
+
+
+def combine_seeds(res: BacktestResult, groups: dict[str, list[str]], config: BacktestConfig
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Collapse each group of seed strategies (e.g. ``{"random": ["random_s0", ...]}``) into
+    one: daily returns = the mean over seeds (an equal-weight portfolio of the seeds),
+    metrics = the mean over seeds of each seed's metric (so "sharpe" is the average seed
+    Sharpe, the floor a single 20-pair portfolio is compared with), trades = all seeds' trades.
+
+    Returns (returns, equity, metrics, trades) with the seed columns replaced by the groups
+    (in the position of each group's first seed)."""
+    returns, metrics, trades = res.returns, res.metrics, res.trades
+    out_r, out_m, order = {}, {}, []
+    first = {cols[0]: g for g, cols in groups.items()}
+    grouped = {c for cols in groups.values() for c in cols}
+    for c in returns.columns:
+        if c in first:
+            g = first[c]
+            out_r[g] = returns[groups[g]].mean(axis=1)
+            m = metrics.loc[groups[g]].astype(float)
+            row = m.mean()
+            row["n_trades"] = float(m["n_trades"].mean())
+            row["sharpe_seed_sd"] = float(m["sharpe"].std(ddof=1)) if len(m) > 1 else np.nan
+            row["n_seeds"] = len(m)
+            out_m[g] = row
+            order.append(g)
+        elif c not in grouped:
+            out_r[c] = returns[c]
+            out_m[c] = metrics.loc[c]
+            order.append(c)
+    R = pd.DataFrame(out_r)[order]
+    M = pd.DataFrame(out_m).T.loc[order].rename_axis("method")
+    start = config.selection.top_n * config.init_cash
+    E = start * (1 + R).cumprod()
+    tr = trades.copy()
+    for g, cols in groups.items():
+        tr.loc[tr["method"].isin(cols), "method"] = g
+    return R, E, M, tr

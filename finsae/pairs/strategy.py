@@ -48,6 +48,21 @@ class StrategyConfig:
     slippage: float = 0.0
     #: annual cost of borrowing the short leg, charged daily on its value (0.005 = 50 bps/yr)
     borrow_rate: float = 0.0
+    #: hedge ratio of the traded spread: "formation" (OLS/rule fit on the formation window,
+    #: fixed), "rolling" (OLS on the last `hedge_window` days up to each day) or "kalman"
+    #: (random-walk beta and alpha, filtered; see `finsae.pairs.hedge`). Dynamic hedges are
+    #: z-scored with the formation moments of the same dynamic spread.
+    hedge: str = "formation"
+    #: window (days) of the rolling OLS hedge
+    hedge_window: int = 63
+    #: Kalman state noise delta and observation variance (prices normalised to 1 on the first
+    #: formation day)
+    kalman_delta: float = 1e-4
+    kalman_obs_var: float = 1e-3
+    #: z-score reference: "formation" (spread mean and standard deviation of the formation
+    #: window) or "ou" (Ornstein-Uhlenbeck long-run mean and stationary standard deviation
+    #: fitted on the formation spread; formation hedge only)
+    bands: str = "formation"
 
     def __post_init__(self):
         if not 0 <= self.exit_z < self.entry_z:
@@ -60,6 +75,12 @@ class StrategyConfig:
             raise ValueError("leg_fraction must be in (0, 1]")
         if self.fees < 0 or self.borrow_rate < 0 or self.slippage < 0:
             raise ValueError("fees, slippage and borrow_rate must be >= 0")
+        if self.hedge not in ("formation", "rolling", "kalman"):
+            raise ValueError(f"hedge must be formation, rolling or kalman, not {self.hedge!r}")
+        if self.bands not in ("formation", "ou"):
+            raise ValueError(f"bands must be formation or ou, not {self.bands!r}")
+        if self.bands == "ou" and self.hedge != "formation":
+            raise ValueError("OU bands need the formation hedge")
 
 
 def spread_zscore(y, x, beta, alpha, mean, std) -> np.ndarray:

@@ -26,8 +26,12 @@ def write_run_report(out: Path, metrics: dict, stages) -> Path:
     mc_cols = [c for c in ev.columns if c not in peer_cols]
     won = pd.DataFrame(metrics["evaluate"].get("vs_gics", {})).T
     bt = pd.DataFrame(metrics["backtest"]["methods"]).T
-    keep = [c for c in ("sharpe", "sortino", "annual_return", "volatility", "max_drawdown",
-                        "n_trades", "win_rate") if c in bt.columns]
+    if "sharpe_ci" in bt.columns:  # bootstrap intervals, when the backtest stage gave them
+        bt["sharpe_lo"] = [ci[0] if isinstance(ci, list) else None for ci in bt["sharpe_ci"]]
+        bt["sharpe_hi"] = [ci[1] if isinstance(ci, list) else None for ci in bt["sharpe_ci"]]
+    keep = [c for c in ("sharpe", "sharpe_lo", "sharpe_hi", "diff_to_baseline", "sortino",
+                        "annual_return", "volatility", "max_drawdown", "n_trades", "win_rate",
+                        "turnover") if c in bt.columns]
     bt = bt[keep].astype(float).sort_values("sharpe", ascending=False)
     sae = metrics["sae"]
     sae_rows = pd.DataFrame({"value": {k: v for k, v in sae.items() if not isinstance(v, dict)}})
@@ -61,9 +65,19 @@ def write_run_report(out: Path, metrics: dict, stages) -> Path:
                       f"costs on.", "note"),
             table_html(bt.rename_axis("method")),
             _fig(out, "backtest_equity.png", "equity per method")]),
+        ("Pairs trading tear sheets", tear_sheets(out, "backtest_tearsheet_")),
         ("The SAE", [table_html(sae_rows, "{:.4g}")]),
     ]
     return write_report(out / "report.html", "finsae run report", sections, meta)
+
+
+def tear_sheets(out: Path, prefix: str = "tearsheet_") -> list[str]:
+    """One figure per strategy's tear sheet PNG in `out` (equity, drawdown, rolling Sharpe,
+    trade statistics), in name order."""
+    pngs = sorted(Path(out).glob(f"{prefix}*.png"))
+    if not pngs:
+        return [paragraph("(no tear sheets produced)", "note")]
+    return [figure_html(p, p.stem[len(prefix):]) for p in pngs]
 
 
 def _fig(out: Path, name: str, caption: str) -> str:

@@ -1,0 +1,7 @@
+"""`python -m finsae ...`: the `finsae` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -164,6 +164,14 @@ def check_run_config(cfg, path=None):
 
     text(s.model, "[sae] model", path=path)
     integer(s.layer, "[sae] layer", minimum=0, path=path)
+    if not isinstance(s.extra_layers, list):
+        raise DataError(f"[sae] extra_layers must be a list of blocks, got {s.extra_layers!r}",
+                        path=path)
+    for lx in s.extra_layers:
+        integer(lx, "[sae] extra_layers", minimum=0, path=path)
+    if s.layer in s.extra_layers or len(set(s.extra_layers)) != len(s.extra_layers):
+        raise DataError("[sae] extra_layers must not repeat a block (nor [sae] layer)",
+                        path=path)
     integer(s.max_tokens, "[sae] max_tokens", minimum=1, path=path)
     choice(s.arch, "[sae] arch", ARCHS, path=path)
     integer(s.d_sae, "[sae] d_sae", minimum=1, path=path)

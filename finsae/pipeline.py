@@ -45,6 +45,9 @@ class SAESection:
     model: str = "smollm2-135m"
     #: residual stream after this block (chosen on 2001-2010: experiments/results/features_selection.md)
     layer: int = 20
+    #: more blocks, each with its own SAE, whose company vectors are joined to the layer's
+    #: (each L2-normalised: the cosine is the mean of the blocks' cosines)
+    extra_layers: list[int] = field(default_factory=list)
     #: tokens per description kept (truncation)
     max_tokens: int = 512
     #: SAE architecture: topk, batchtopk, relu, jumprelu
@@ -170,7 +173,8 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
     from .data import load_companies, load_prices
     out = Path(out)
     check_run_config(config)
-    check_layer_in_model(config.sae.model, config.sae.layer)
+    for layer in [config.sae.layer, *config.sae.extra_layers]:
+        check_layer_in_model(config.sae.model, layer)
     t_start = time.perf_counter()
     cfg = config
     companies = load_companies(cfg.data.companies, vintage=cfg.data.vintage)
@@ -189,42 +193,52 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
         log(f"[{name}] {'cached' if r.cached else f'done in {r.seconds:.0f}s'} ({r.key})")
         return r
 
-    # 1. LM activations of the descriptions and an SAE trained on them
+    # 1. LM activations of the descriptions and an SAE per block, trained on them
     def train(folder: Path):
         from .lm import encode_texts, load_lm
         from .sae import SAEConfig, TrainConfig, evaluate_reconstruction, load_sae, train_sae
         lm = load_lm(cfg.sae.model)
-        store = encode_texts(lm, described["description"].tolist(), layers=[cfg.sae.layer],
+        layers = [cfg.sae.layer, *cfg.sae.extra_layers]
+        store = encode_texts(lm, described["description"].tolist(), layers=sorted(set(layers)),
                              max_tokens=cfg.sae.max_tokens)
-        acts = store.tokens(cfg.sae.layer)
-        train_acts = acts
+        corpus = None
         if cfg.sae.train_text in ("corpus", "both") and not cfg.sae.path:
             from .data.corpus import load_corpus
-            corpus = encode_texts(lm, load_corpus()["text"].tolist(), layers=[cfg.sae.layer],
-                                  max_tokens=cfg.sae.max_tokens)
-            train_acts = corpus.tokens(cfg.sae.layer)
-            if cfg.sae.train_text == "both":
-                import torch
-                train_acts = torch.cat([train_acts, acts])
-        if cfg.sae.path:
-            sae = load_sae(cfg.sae.path)
-            info = {"source": cfg.sae.path}
-        else:
-            res = train_sae(train_acts, SAEConfig(d_in=lm.d_model, d_sae=cfg.sae.d_sae, arch=cfg.sae.arch,
-                                            k=cfg.sae.k, meta={"model": cfg.sae.model,
-                                                               "layer": cfg.sae.layer}),
-                            TrainConfig(tokens=cfg.sae.train_tokens, batch_size=cfg.sae.batch_size,
-                                        seed=cfg.sae.seed), out=folder / "sae")
-            sae = res.sae
-            info = {"tokens": res.tokens, "seconds": res.seconds,
-                    "massive_dropped": res.n_massive_dropped}
-        stats = evaluate_reconstruction(sae, acts)
-        info.update({k: float(v) for k, v in stats.items() if isinstance(v, (int, float))})
-        info["encode"] = {"texts": len(described), "tokens": int(acts.shape[0]),
-                          "train_text": cfg.sae.train_text,
-                          "train_text_tokens": int(train_acts.shape[0])}
+            corpus = encode_texts(lm, load_corpus()["text"].tolist(),
+                                  layers=sorted(set(layers)), max_tokens=cfg.sae.max_tokens)
+        all_info = {}
+        for layer in layers:
+            acts = store.tokens(layer)
+            train_acts = acts
+            if corpus is not None:
+                train_acts = corpus.tokens(layer)
+                if cfg.sae.train_text == "both":
+                    import torch
+                    train_acts = torch.cat([train_acts, acts])
+            name = "sae" if layer == cfg.sae.layer else f"sae_L{layer}"
+            if cfg.sae.path:
+                sae = load_sae(cfg.sae.path)
+                info = {"source": cfg.sae.path}
+            else:
+                res = train_sae(train_acts, SAEConfig(
+                    d_in=lm.d_model, d_sae=cfg.sae.d_sae, arch=cfg.sae.arch, k=cfg.sae.k,
+                    meta={"model": cfg.sae.model, "layer": layer}),
+                    TrainConfig(tokens=cfg.sae.train_tokens, batch_size=cfg.sae.batch_size,
+                                seed=cfg.sae.seed), out=folder / name)
+                sae = res.sae
+                info = {"tokens": res.tokens, "seconds": res.seconds,
+                        "massive_dropped": res.n_massive_dropped}
+            stats = evaluate_reconstruction(sae, acts)
+            info.update({k: float(v) for k, v in stats.items() if isinstance(v, (int, float))})
+            info["encode"] = {"texts": len(described), "tokens": int(acts.shape[0]),
+                              "train_text": cfg.sae.train_text,
+                              "train_text_tokens": int(train_acts.shape[0])}
+            all_info[layer] = info
         if cfg.sae.path:
             shutil.copytree(cfg.sae.path, folder / "sae")
+        info = dict(all_info[cfg.sae.layer])
+        if cfg.sae.extra_layers:
+            info["extra_layers"] = {str(lx): all_info[lx] for lx in cfg.sae.extra_layers}
         (folder / "sae_stats.json").write_text(json.dumps(info, indent=1))
 
     s_sae = stage("sae", {**dataclasses.asdict(cfg.sae), **inputs}, [], train)
@@ -232,8 +246,11 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
     # 2. company vectors: SAE features, hidden state, MiniLM, TF-IDF (+ labels)
     def features(folder: Path):
         from .features.build import build_feature_set
+        extra = [(lx, s_sae.path / ("sae" if cfg.sae.path else f"sae_L{lx}"))
+                 for lx in cfg.sae.extra_layers]
         built = build_feature_set(described, model=cfg.sae.model, layer=cfg.sae.layer,
                                   sae=s_sae.path / "sae", max_tokens=cfg.sae.max_tokens,
+                                  extra=extra,
                                   **dataclasses.asdict(cfg.features),
                                   companies_path=cfg.data.companies)
         shutil.copytree(built, folder / "features")
@@ -386,7 +403,8 @@ def register(sub) -> None:
 
 def _main(args) -> int:
     cfg = RunConfig.load(args.config)
-    check_layer_in_model(cfg.sae.model, cfg.sae.layer, path=args.config)
+    for layer in [cfg.sae.layer, *cfg.sae.extra_layers]:
+        check_layer_in_model(cfg.sae.model, layer, path=args.config)
     if args.print_config:
         print(cfg.to_toml())
         return 0

@@ -3,7 +3,7 @@
 - `meancorr`: MeanCorr, the paper's within-cluster correlation (kept for comparison; it can
   be gamed by catch-all clusters and singletons).
 - `peers`: the every-firm metrics that decide (peer R², excess R², ΔR² over the market,
-  kNN-10 R² and corr; ``../docs/evaluation.md``).
+  kNN-10 R² and corr; ``docs/evaluation.md``).
 """
 
 from .meancorr import (IN_SAMPLE, OUT_OF_SAMPLE, YEARS, MeanCorrResult, ReturnPanel,

@@ -1,4 +1,4 @@
-"""Every-firm peer metrics: how well a firm's peers explain its returns (evaluation.md).
+"""Every-firm peer metrics: how well a firm's peers explain its returns (docs/evaluation.md).
 
 MeanCorr (`finsae.evaluate.meancorr`) ignores firms in singletons and weighs a 100-firm
 catch-all cluster like a pair, so it can be raised by leaving firms out or by dumping them

@@ -126,7 +126,8 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
                       weighting=DEFAULT_BUILD["weighting"], max_df=DEFAULT_BUILD["max_df"],
                       sublinear: bool = DEFAULT_BUILD["sublinear"],
                       tf: str | None = DEFAULT_BUILD.get("tf"),
-                      top_n: int | None = DEFAULT_BUILD.get("top_n"), baselines: bool = True,
+                      top_n: int | None = DEFAULT_BUILD.get("top_n"), extra=(),
+                      baselines: bool = True,
                       device: str = "cpu", companies_path=None, progress: bool = True,
                       max_tokens: int = 512):
     """Compute and cache every method's company vectors and the feature labels; returns the
@@ -144,7 +145,9 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
         raise DataError("need at least 2 companies with a description")
     lm = load_lm(model, device=device, progress=None if progress else False)
     sae_obj, sae_id = _resolve_sae(sae, lm, layer, texts, progress)
+    extra = [(int(lx), *_resolve_sae(sx, lm, int(lx), texts, progress)) for lx, sx in extra]
     settings = dict(model=lm.fingerprint, layer=layer, sae=sae_id, pooling=pooling,
+                    **({"extra": [(lx, sid) for lx, _, sid in extra]} if extra else {}),
                     content_only=content_only, weighting=weighting, max_df=max_df,
                     sublinear=sublinear, texts=texts_hash(texts), baselines=baselines,
                     **({} if tf is None else {"tf": tf}),
@@ -157,34 +160,59 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
             mark_latest(folder, companies_path)
             return folder
         report_damaged(folder, problem)
-    store = encode_texts(lm, texts.to_list(), layers=[layer], max_tokens=max_tokens,
+    layers = [layer] + [lx for lx, _, _ in extra]
+    store = encode_texts(lm, texts.to_list(), layers=sorted(set(layers)), max_tokens=max_tokens,
                          progress=progress)
     tickers = list(texts.index)
-    tl, ok = token_latents(sae_obj, store, layer, tickers)
     strings = token_strings(store)
     names = companies["name"].reindex(tickers).fillna("").astype(str).to_list() \
         if "name" in companies else None
-    vec, pooled, _ = sae_company_vectors(tl, strings, names, pooling=pooling,
-                                         content_only=content_only, token_mask=ok,
-                                         weighting=weighting, max_df=max_df, sublinear=sublinear,
-                                         tf=tf, top_n=top_n)
+    name_map = dict(zip(tickers, names or [""] * len(tickers)))
+    from .labels import latent_labels
+    parts, labels, n_tokens, n_massive = [], {}, 0, 0
+    for pos, (lx, sx) in enumerate([(layer, sae_obj)] + [(lx, sx) for lx, sx, _ in extra]):
+        tl, ok = token_latents(sx, store, lx, tickers)
+        vec, pooled, _ = sae_company_vectors(tl, strings, names, pooling=pooling,
+                                             content_only=content_only, token_mask=ok,
+                                             weighting=weighting, max_df=max_df,
+                                             sublinear=sublinear, tf=tf, top_n=top_n)
+        lmask = ok & content_token_mask(strings, tl.offsets, names) if content_only else ok
+        lab = latent_labels(tl, strings, pooled=pooled, names=name_map,
+                            latents=[int(c) for c in vec.columns], mask=lmask,
+                            words=token_words(strings, tl.offsets))
+        # latent ids of the extra layers are offset (block lx's latent j -> LAYER_ID * pos + j)
+        offset = LAYER_ID * pos
+        labels.update({offset + int(j): {**v, "layer": lx} for j, v in lab.items()})
+        parts.append(vec.set_axis([offset + int(c) for c in vec.columns], axis=1))
+        n_tokens, n_massive = int(tl.n_tokens), n_massive + int((~ok).sum())
+    vec = join_layers(parts)
     vectors = {"sae": vec, "hidden": hidden_vectors(store, layer, tickers)}
     if baselines:
         from .baselines import minilm_embeddings, tfidf_vectors
         vectors["embedding"] = minilm_embeddings(texts)
         vectors["tfidf"] = tfidf_vectors(texts)
-    from .labels import latent_labels
-    name_map = dict(zip(tickers, names or [""] * len(tickers)))
-    lmask = ok & content_token_mask(strings, tl.offsets, names) if content_only else ok
-    labels = latent_labels(tl, strings, pooled=pooled, names=name_map,
-                           latents=[int(c) for c in vec.columns], mask=lmask,
-                           words=token_words(strings, tl.offsets))
     fs = FeatureSet(vectors, pd.Series(name_map), labels,
                     {**settings, "model_name": model, "sae_path": str(sae_id),
-                     "n_tokens": int(tl.n_tokens), "massive_dropped": int((~ok).sum())})
+                     "n_tokens": n_tokens, "massive_dropped": n_massive,
+                     "layers": layers})
     fs.save(folder)
     mark_latest(folder, companies_path)
     return folder
+
+
+#: latent ids of the k-th extra layer start at k * LAYER_ID in concatenated vectors
+LAYER_ID = 1_000_000
+
+
+def join_layers(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Company vectors of several blocks side by side: each L2-normalised, joined, and
+    re-normalised, so the cosine of two companies is the mean of the blocks' cosines."""
+    if len(parts) == 1:
+        return parts[0]
+    norm = [p / np.maximum(np.linalg.norm(p.to_numpy(), axis=1, keepdims=True), 1e-12)
+            for p in parts]
+    V = pd.concat(norm, axis=1)
+    return V / np.maximum(np.linalg.norm(V.to_numpy(), axis=1, keepdims=True), 1e-12)
 
 
 def _resolve_sae(sae, lm, layer: int, texts: pd.Series, progress: bool):

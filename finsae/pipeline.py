@@ -43,8 +43,8 @@ class DataSection:
 class SAESection:
     #: language model (short name, Hugging Face id, folder or .gguf)
     model: str = "smollm2-135m"
-    #: residual stream after this block (chosen on 2001-2010: experiments/results/features_selection.md)
-    layer: int = 20
+    #: residual stream after this block (chosen on 2001-2010: experiments/results/search.md)
+    layer: int = 5
     #: more blocks, each with its own SAE, whose company vectors are joined to the layer's
     #: (each L2-normalised: the cosine is the mean of the blocks' cosines)
     extra_layers: list[int] = field(default_factory=list)
@@ -52,13 +52,14 @@ class SAESection:
     max_tokens: int = 512
     #: SAE architecture: topk, batchtopk, relu, jumprelu
     arch: str = "topk"
-    d_sae: int = 4608
+    #: SAE width (latents) and active latents per token (TopK)
+    d_sae: int = 16384
     k: int = 32
     #: SAE training text: descriptions (the companies' own), corpus (the bundled ~4,600
     #: FinanceDatabase business summaries), or both
-    train_text: str = "descriptions"
+    train_text: str = "both"
     #: training tokens (the training text's tokens are cycled through)
-    train_tokens: int = 400_000
+    train_tokens: int = 1_000_000
     batch_size: int = 4096
     seed: int = 0
     #: use this saved SAE instead of training one

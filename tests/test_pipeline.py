@@ -13,6 +13,9 @@ SMALL = """
 limit = 40
 
 [sae]
+layer = 5
+extra_layers = [2]
+train_text = "descriptions"
 d_sae = 1152
 train_tokens = 16384
 batch_size = 1024
@@ -54,6 +57,9 @@ def test_run_small_end_to_end_cached_and_deterministic(tmp_path, capsys):
     import pandas as pd
     V = pd.read_parquet(out / "vectors" / "sae.parquet")
     assert V.index.name == "ticker" and len(V) == 40
+    # two blocks' SAE features joined: block 2's latent ids are offset
+    assert (V.columns.astype(int) >= 1_000_000).any() and (V.columns.astype(int) < 1152).any()
+    assert "2" in m["sae"]["extra_layers"]
     assert {"sae", "hidden", "tfidf", "embedding"} <= {p.stem for p in (out / "vectors").iterdir()}
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "out-of-sample" in html

@@ -205,6 +205,8 @@ def run_sae(args, ctx: Context):
                 text = args.text if args.text == "descriptions" else \
                     f"{args.text}{len(acts)}"  # the corpus may be partial: name its size
                 tag = f"L{layer}-{text}-d{d_sae}-k{k}-t{tokens}-s{args.seed}"
+                if args.sae_tag:  # an SAE trained earlier (e.g. the chosen one, for c2016)
+                    tag, text = args.sae_tag, f"sae {args.sae_tag}"
                 sae = train_or_load(tag, acts, d_sae, k, tokens, args.seed)
                 tl, ok, strings = latents_for(sae, desc_store, layer, tickers)
                 for variant in args.variants:
@@ -342,6 +344,7 @@ def main(argv=None):
     ap.add_argument("--k", nargs="+", type=int, default=[32])
     ap.add_argument("--tokens", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sae-tag", default=None, help="use this cached search SAE")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--configs", nargs="+", default=[])
     ap.add_argument("--penalties", nargs="+", type=float, default=[0.1, 1.0, 10.0])

@@ -19,8 +19,8 @@ from .company import (DEFAULT_CONTENT_ONLY, DEFAULT_FEATURES, DEFAULT_POOLING, C
                       token_words)
 
 #: what `finsae features build` uses unless told otherwise (chosen on 2001-2010, see
-#: experiments/results/features_selection.md)
-DEFAULT_BUILD = dict(model="smollm2-135m", layer=20, pooling=DEFAULT_POOLING,
+#: experiments/results/search.md)
+DEFAULT_BUILD = dict(model="smollm2-135m", layer=5, pooling=DEFAULT_POOLING,
                      content_only=DEFAULT_CONTENT_ONLY, **DEFAULT_FEATURES)
 
 

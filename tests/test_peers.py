@@ -172,3 +172,16 @@ def test_reference_values_of_evaluation_md(bundled):
     one = P.evaluate("one", partition=pd.Series(0, index=tab.index))
     assert one.mean("market_r2", "in_sample") == pytest.approx(0.333, abs=0.002)
     assert one.mean("market_r2", "out_of_sample") == pytest.approx(0.364, abs=0.002)
+
+
+def test_join_layers_averages_the_blocks_cosines():
+    from finsae.features.build import join_layers
+    rng = np.random.default_rng(1)
+    A = pd.DataFrame(rng.random((5, 4)), index=list("abcde"))
+    B = pd.DataFrame(rng.random((5, 3)), index=list("abcde"), columns=[10, 11, 12])
+    J = join_layers([A, B]).to_numpy()
+
+    def cos(X):
+        X = X / np.linalg.norm(X, axis=1, keepdims=True)
+        return X @ X.T
+    assert np.allclose(J @ J.T, (cos(A.to_numpy()) + cos(B.to_numpy())) / 2)

@@ -212,7 +212,7 @@ def run_sae(args, ctx: Context):
                 for variant in args.variants:
                     V = company_vectors(tl, strings, names, ok, variant)
                     for r in ctx.score(V, kind="sae", layer=layer, text=text,
-                                       d_sae=d_sae, k=k, tokens=tokens, variant=variant,
+                                       d_sae=int(sae.cfg.d_sae), k=int(sae.cfg.k), tokens=tokens, variant=variant,
                                        vintage=ctx.vintage):
                         rows.append(r)
                         log(_fmt(r))

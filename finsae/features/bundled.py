@@ -71,9 +71,10 @@ def save_bundled(vectors: pd.DataFrame, labels: dict, meta: dict, folder: Path |
         cut = -np.partition(-V, top - 1, axis=1)[:, top - 1:top]
         V = np.where(V >= cut, V, 0.0)
     used_cols = np.flatnonzero((V != 0).any(axis=0))
-    M = sparse.csr_matrix(V[:, used_cols].astype(np.float16))
+    M = sparse.csr_matrix(V[:, used_cols].astype(np.float32))
     cols = np.asarray(vectors.columns, dtype=np.int64)[used_cols]
-    np.savez_compressed(folder / FILE, data=M.data, indices=M.indices.astype(np.int32),
+    np.savez_compressed(folder / FILE, data=M.data.astype(np.float16),
+                        indices=M.indices.astype(np.int32),
                         indptr=M.indptr.astype(np.int64), columns=cols,
                         tickers=np.array([str(t) for t in vectors.index]))
     used = set(cols.tolist())

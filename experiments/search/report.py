@@ -21,6 +21,29 @@ import pandas as pd
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 SAE_KINDS = ("sae", "sae_concat")
+NOTES = """What was tried (all through finsae.lm, finsae.sae, finsae.features, finsae.evaluate):
+- layers: TopK SAEs (4608 latents, k 32, 400k tokens of description activations) at blocks
+  5, 10, 15, 20, 25; block 5 is best in-sample (the dense hidden state is U-shaped: 5 and 25
+  best, 15-20 worst; the first build used block 20);
+- latents as a vocabulary: sublinear tf, BM25, binary tf, each with idf; max_df 0.5 / 0.2
+  (dropping latents that fire in most descriptions); the top 64 / 256 latents per company; the
+  raw sum. Dropping common latents and sparsifying hurt at every layer;
+- more text and wider dictionaries at block 5: corpus + descriptions (the FinanceDatabase
+  corpus's first ~3,900 summaries that were encoded when the search ran: 690,827 tokens, plus
+  the 174,006 description tokens; 1M training tokens) with 4608 and 16384 latents, and 16384
+  latents on descriptions only;
+- several layers joined (each block's vectors L2-normalised, then concatenated): 5+25,
+  5+10+15+20+25, the 16384-wide block 5 + block 25;
+- clusterings: average and Ward linkage (Ward lowers peer R² for every vector method in-sample
+  and was not chosen); spectral clustering on the kNN graph and complete linkage were probed on
+  two representations and were worse (not in the grid);
+- supervised non-negative latent weights (CoMovementWeights, fitted on 2001-2010 pair
+  correlations; penalty chosen on fit 2001-2005 / score 2006-2010 from 0.1, 1, 10 in a first
+  run (0.4546, 0.4564, 0.4578) and 10, 100, 1000 in a second): +0.002 kNN-10 R² on 2006-2010
+  over the same vectors unweighted (0.4560), under the 0.005 bar, so not chosen; out of sample
+  it is lower (0.457 vs 0.461).
+The corpus-trained rows name the number of training activations (e.g. both864833). The
+`finsae run` default uses the whole corpus (~800k tokens); its figures are in the README."""
 
 
 def name(r) -> str:
@@ -70,7 +93,7 @@ def main(vintage: str = "latest", out_years=range(2011, 2021), path=None):
              "(out of sample, `_out`). The choice uses only `score_in` = (peer_r2_in + "
              "knn_r2_in) / 2. Commands: `experiments/search/{encode,search,report}.py`.", "",
              f"**Chosen on 2001-2010:** {best['name']} ({best['linkage']} linkage), score_in "
-             f"{best['score_in']:.4f}.", ""]
+             f"{best['score_in']:.4f}.", "", NOTES, ""]
     ref = {r["name"]: r for _, r in df[df["kind"].isin(("classification", "text", "hidden"))]
            .sort_values("score_in", ascending=False).drop_duplicates("name").iterrows()}
     comp = [best] + [ref[n] for n in ("gics_sub_industry", "sic4", "tfidf", "minilm")

@@ -75,7 +75,7 @@ def load_features(args, methods, labels: bool):
             raise
         from .bundled import bundled_feature_set
         print("finsae: no `finsae features build` yet: using the bundled SAE features "
-              "(each company's top latents)", file=sys.stderr)
+              "(the default run's vectors, data/features/meta.json)", file=sys.stderr)
         return bundled_feature_set()
     return FeatureSet.load(folder, methods=methods, labels=labels)
 

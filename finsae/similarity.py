@@ -80,6 +80,55 @@ def explain_pair(vectors: pd.DataFrame, a: str, b: str, top: int = 5,
                          "contribution": c.to_numpy()})
 
 
+#: explanations: a label passes the quality bar at this detection score (see
+#: `finsae.features.labels.context_labels`); latents firing in more than GENERIC of the
+#: companies are folded into one "other" line
+MIN_SCORE, GENERIC = 0.7, 0.5
+
+
+def explain_match(vectors: pd.DataFrame, a: str, b: str, top: int = 5,
+                  labels: Mapping[int, Mapping] | None = None, *, min_score: float = MIN_SCORE,
+                  generic: float = GENERIC) -> dict:
+    """The features behind the cosine similarity of a and b, as a person can check them.
+
+    labels: latent id -> label record ("label", and where known "score", "doc_freq").
+    Latents firing in more than `generic` of the companies (doc_freq) are not shown but summed
+    into "generic"; among the others with a positive share, those whose label's detection
+    score is at least `min_score` are shown first (largest share first), then, if fewer than
+    `top` pass, the largest of the rest (flagged ``checked=False``).
+
+    Returns {"cosine", "features": DataFrame id, label, contribution, score, doc_freq, checked,
+    "shown" (sum of the shown shares), "shown_share" (shown / cosine), "generic" (share of the
+    generic latents), "n_generic", "rest" (everything else)}: shown + generic + rest = cosine.
+    """
+    ia, ib = _row(vectors, a, "the company features"), _row(vectors, b, "the company features")
+    c = contributions(vectors.iloc[ia], vectors.iloc[ib])
+    c = c[c != 0]
+    cos = float(c.sum())
+    rec = {}
+    for j in c.index:  # records, or a plain id -> label map
+        r = (labels or {}).get(_key(j))
+        rec[j] = r if isinstance(r, Mapping) else ({} if r is None else {"label": str(r)})
+    dfreq = pd.Series({j: r.get("doc_freq") for j, r in rec.items()}, dtype=float)
+    score = pd.Series({j: r.get("score") for j, r in rec.items()}, dtype=float)
+    is_gen = (dfreq > generic).reindex(c.index, fill_value=False).to_numpy()
+    cand = c[~is_gen & (c > 0).to_numpy()].sort_values(ascending=False, kind="stable")
+    ok = (score.reindex(cand.index) >= min_score).to_numpy()
+    shown = list(cand.index[ok][:top])
+    shown += list(cand.index[~ok][:max(0, top - len(shown))])
+    shown = sorted(shown, key=lambda j: (-bool(score.get(j, np.nan) >= min_score), -c[j]))
+    feats = pd.DataFrame({
+        "id": shown, "label": [str(rec[j].get("label", "")) for j in shown],
+        "contribution": [float(c[j]) for j in shown],
+        "score": [None if pd.isna(score.get(j)) else float(score[j]) for j in shown],
+        "doc_freq": [None if pd.isna(dfreq.get(j)) else float(dfreq[j]) for j in shown],
+        "checked": [bool(score.get(j, np.nan) >= min_score) for j in shown]})
+    s_shown, s_gen = float(feats["contribution"].sum()), float(c[is_gen].sum())
+    return {"cosine": cos, "features": feats, "shown": s_shown,
+            "shown_share": s_shown / cos if cos > 0 else float("nan"),
+            "generic": s_gen, "n_generic": int(is_gen.sum()), "rest": cos - s_shown - s_gen}
+
+
 def _key(j):
     try:
         return int(j)

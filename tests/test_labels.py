@@ -84,3 +84,81 @@ def test_auroc_and_window_match():
     assert ph == [["data", "center"], ["cloud"]]
     assert window_match(ph, ["the", "data", "hub"]) == 0.5
     assert window_match(ph, ["cloud"]) == 1.0 and window_match(ph, []) == 0.0
+
+
+# ----------------------------------------------------------------------------- explanations
+
+import json  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+from finsae.cli import main  # noqa: E402
+from finsae.features.labels import select_labels, to_html, to_json  # noqa: E402
+from finsae.features.store import FeatureSet  # noqa: E402
+from finsae.similarity import explain_match  # noqa: E402
+
+
+@pytest.fixture
+def scored():
+    """A and B share a generic latent 0 (large share), a well-labelled 1 and a poorly
+    labelled 2 (larger share than 1); C is far away."""
+    V = pd.DataFrame([[5.0, 1.0, 2.0, 0.5], [5.0, 1.0, 2.0, 0.0], [0.0, 0.0, 0.1, 3.0]],
+                     index=["A", "B", "C"], columns=range(4))
+    rec = {0: {"label": "company / provides", "score": 0.55, "doc_freq": 0.9, "n_companies": 9},
+           1: {"label": "data center", "score": 0.95, "doc_freq": 0.1, "n_companies": 3},
+           2: {"label": "misc", "score": 0.52, "doc_freq": 0.2, "n_companies": 4},
+           3: {"label": "loans", "score": None, "doc_freq": 0.1, "n_companies": 1}}
+    for j, r in rec.items():
+        r.update({"companies": [{"ticker": "A", "name": "A Corp", "value": 1.0}],
+                  "examples": [], "contexts": [{"ticker": "A", "text": "the [[data]] center",
+                                                "activation": 2.0}]})
+    return V, rec
+
+
+def test_explain_match_bar_generic_and_share(scored):
+    V, rec = scored
+    ex = explain_match(V, "A", "B", top=1, labels=rec)
+    cos = float(V.loc["A"] @ V.loc["B"] / np.linalg.norm(V.loc["A"]) / np.linalg.norm(V.loc["B"]))
+    assert ex["cosine"] == pytest.approx(cos)
+    # the checked label comes first although latent 2 carries more; the generic one is folded
+    assert list(ex["features"]["id"]) == [1] and bool(ex["features"]["checked"][0])
+    assert ex["n_generic"] == 1 and ex["generic"] == pytest.approx(25 / np.sqrt(30.25 * 30.0))
+    assert ex["shown"] + ex["generic"] + ex["rest"] == pytest.approx(cos)
+    assert ex["shown_share"] == pytest.approx(ex["shown"] / cos)
+    # fewer passing than asked: filled with the rest, flagged
+    two = explain_match(V, "A", "B", top=2, labels=rec)
+    assert list(two["features"]["id"]) == [1, 2] and list(two["features"]["checked"]) == [True, False]
+    # a plain id -> label map (no scores): contribution order, nothing folded
+    plain = explain_match(V, "A", "B", top=3, labels={0: "x"})
+    assert list(plain["features"]["id"]) == [0, 2, 1] and plain["n_generic"] == 0
+
+
+def test_show_export_and_similar_cli_carry_scores(scored, tmp_path, capsys):
+    V, rec = scored
+    folder = FeatureSet({"sae": V}, pd.Series({t: f"{t} Corp" for t in V.index}), rec,
+                        {"layer": 5}).save(tmp_path / "feat")
+    assert main(["features", "show", "1", "--features-dir", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "detection score 0.95" in out and "[[data]]" in out and "10% of companies" in out
+    j = tmp_path / "f.json"
+    assert main(["features", "export", "--json-out", str(j), "--sort", "score",
+                 "--max-doc-freq", "0.5", "--features-dir", str(folder)]) == 0
+    got = json.loads(j.read_text())
+    assert list(got) == ["1", "2", "3"] and got["1"]["contexts"]
+    assert list(select_labels(rec, min_score=0.6)) == [1]
+    assert list(select_labels(rec, min_companies=4, sort="doc_freq")) == [0, 2]
+    h = to_html(rec, tmp_path / "f.html", sort="score").read_text()
+    assert "<mark>data</mark>" in h and h.index("data center") < h.index("misc")
+    assert list(json.loads(to_json(rec, tmp_path / "g.json").read_text())) == ["0", "1", "2", "3"]
+    capsys.readouterr()
+    assert main(["similar", "A", "--top", "1", "--explain", "--n-features", "1",
+                 "--features-dir", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "data center" in out and "score 0.95" in out and "other: 1 generic" in out
+    assert "of the SAE cosine" in out
+    assert main(["features", "explain", "A", "B", "--json", "--features-dir", str(folder)]) == 0
+    ids = [r["id"] for r in json.loads(capsys.readouterr().out)]
+    assert 0 not in ids and ids[0] in (1, 2)
+    assert main(["features", "explain", "A", "B", "--min-score", "0.9", "--json",
+                 "--features-dir", str(folder)]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [1]

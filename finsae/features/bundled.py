@@ -79,7 +79,10 @@ def save_bundled(vectors: pd.DataFrame, labels: dict, meta: dict, folder: Path |
     used = set(cols.tolist())
     (folder / "labels.json").write_text(json.dumps(
         {str(k): {"label": v["label"], "doc_freq": v.get("doc_freq"),
-                  "companies": v.get("companies", [])[:3]}
+                  "companies": v.get("companies", [])[:3],
+                  # labels from contexts (finsae.features.labels.context_labels), when present
+                  **{x: v[x] for x in ("score", "n_companies") if x in v},
+                  **({"contexts": v["contexts"][:3]} if v.get("contexts") else {})}
          for k, v in sorted(labels.items()) if int(k) in used}))
     (folder / "meta.json").write_text(json.dumps({**meta, "top": top}, indent=1, default=str))
     return folder

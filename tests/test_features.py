@@ -230,7 +230,8 @@ def test_similar_cli_json_shape(feature_dir, capsys):
     assert len(out) == 3 and {"ticker", "name", "score", "features"} <= set(out[0])
     assert out[0]["ticker"] in {"B", "C"} and out[0]["name"].endswith("Corp")
     f = out[0]["features"][0]
-    assert {"id", "label", "contribution", "score", "doc_freq", "checked"} == set(f)
+    assert {"id", "label", "contribution", "score", "doc_freq", "checked", "n_features",
+            "ids"} == set(f)
     assert f["label"] == f"feat{f['id']}"
     # shown + generic + the rest sums to the score
     fs = FeatureSet.load(feature_dir)

@@ -128,6 +128,17 @@ def test_explain_match_bar_generic_and_share(scored):
     # fewer passing than asked: filled with the rest, flagged
     two = explain_match(V, "A", "B", top=2, labels=rec)
     assert list(two["features"]["id"]) == [1, 2] and list(two["features"]["checked"]) == [True, False]
+    # latents sharing a label's head phrase are one line (passing ones only)
+    W = V.copy()
+    W[4] = [1.0, 1.0, 0.0]
+    rec4 = {**rec, 4: {"label": "data center", "score": 0.8, "doc_freq": 0.1}}
+    g = explain_match(W, "A", "B", top=1, labels=rec4)
+    c = g["features"].iloc[0]
+    assert c["n_features"] == 2 and set(c["ids"]) == {1, 4}
+    assert c["score"] == pytest.approx(0.875)  # equal shares: the mean of 0.95 and 0.8
+    single = explain_match(W, "A", "B", top=1, labels=rec4, group=False)
+    assert single["features"]["n_features"][0] == 1
+    assert g["shown"] > single["shown"]
     # a plain id -> label map (no scores): contribution order, nothing folded
     plain = explain_match(V, "A", "B", top=3, labels={0: "x"})
     assert list(plain["features"]["id"]) == [0, 2, 1] and plain["n_generic"] == 0

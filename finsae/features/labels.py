@@ -1,9 +1,13 @@
 """Feature labels: what each SAE latent responds to, read off the corpus.
 
-For each latent: its top-activating tokens with a little context, a short label (the most
-frequent top-activating token strings, lower-cased and de-duplicated), the share of companies
-where it fires, and the companies where it is strongest (largest pooled value). Exported as
-JSON (`to_json`) and as one self-contained HTML page an analyst can search (`to_html`).
+`context_labels` (what `build_feature_set` uses): for each latent, its top-activating spans
+(the words around the strongest token of each company), a short label made of the content
+phrases that recur across them, the top contexts and companies, the share of companies where
+it fires, and a detection score: how well the label's words tell apart held-out windows where
+the latent fires from windows where it does not (AUROC; `median_score` summarises it).
+`latent_labels` is the older bag of top tokens. Exported as JSON (`to_json`) and as one
+self-contained HTML page an analyst can search and sort (`to_html`), filtered and ordered by
+`select_labels`.
 """
 
 from __future__ import annotations

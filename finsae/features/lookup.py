@@ -44,7 +44,8 @@ def similar(fs, ticker: str, top: int = 10, method: str = "sae", explain: bool =
             generic: float | None = None) -> list[dict]:
     """The lookup as records: [{ticker, name, score[, features, explained]}].
 
-    With explain: "features" [{id, label, contribution, score, doc_freq, checked}] (see
+    With explain: "features" [{id, label, contribution, score, doc_freq, checked, n_features,
+    ids}] (see
     `finsae.similarity.explain_match`: labels passing the detection-score bar `min_score`
     first, generic latents firing in more than `generic` of the companies left out) and
     "explained" {cosine, shown, shown_share, generic, n_generic, rest} of the SAE cosine."""
@@ -68,7 +69,8 @@ def similar(fs, ticker: str, top: int = 10, method: str = "sae", explain: bool =
                                generic=GENERIC if generic is None else generic)
             rec["features"] = [
                 {"id": int(r.id), "label": str(r.label), "contribution": round(float(r.contribution), 6),
-                 "score": _num(r.score), "doc_freq": _num(r.doc_freq), "checked": bool(r.checked)}
+                 "score": _num(r.score), "doc_freq": _num(r.doc_freq), "checked": bool(r.checked),
+                 "n_features": int(r.n_features), "ids": [int(i) for i in r.ids]}
                 for r in ex["features"].itertuples()]
             rec["explained"] = {k: (round(float(ex[k]), 6) if k != "n_generic" else ex[k])
                                 for k in ("cosine", "shown", "shown_share", "generic",
@@ -128,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
                 how.append(f"score {f['score']:.2f}" + ("" if f["checked"] else ", below the bar"))
             if f.get("doc_freq") is not None:
                 how.append(f"in {f['doc_freq']:.0%} of companies")
+            if f.get("n_features", 1) > 1:
+                how.insert(0, f"{f['n_features']} features")
             note = f"   ({'; '.join(how)})" if how else ""
             print(f"        {f['contribution']:+.3f}  #{f['id']:<6d} {f['label']}{note}")
         e = r.get("explained")

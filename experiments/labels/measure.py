@@ -32,26 +32,37 @@ SHOWCASE = ["AAPL", "NVDA", "JPM", "XOM", "PFE", "WMT", "BA", "KO", "NEE", "AMT"
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--store", required=True)
-    ap.add_argument("--sae", required=True)
+    ap.add_argument("--store")
+    ap.add_argument("--sae")
     ap.add_argument("--layer", type=int, default=5)
     ap.add_argument("--out", required=True)
     ap.add_argument("--peers", type=int, default=5)
     ap.add_argument("--n-features", type=int, default=5)
+    ap.add_argument("--tokens", default=None,
+                    help="an .npz of the token latents (written here on the first run as "
+                         "OUT/token_latents.npz) to skip the SAE encoding")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     c = load_companies()
     c = c.loc[c["description"].fillna("").str.strip() != ""]
-    store = ActivationStore.open(a.store)
-    assert store.n_texts == len(c), (store.n_texts, len(c))
     tickers = list(c.index)
-    strings = token_strings(store)
     names = c["name"].fillna("").astype(str).to_list()
     name_map = dict(zip(tickers, names))
-    sae = load_sae(a.sae)
-    tl, ok = token_latents(sae, store, a.layer, tickers)
+    if a.tokens:
+        from finsae.features.company import TokenLatents
+        z = np.load(a.tokens, allow_pickle=False)
+        tl = TokenLatents(tickers, z["offsets"], z["indices"], z["values"], int(z["d_sae"]))
+        ok, strings = z["ok"], z["strings"].tolist()
+    else:
+        store = ActivationStore.open(a.store)
+        assert store.n_texts == len(c), (store.n_texts, len(c))
+        strings = token_strings(store)
+        sae = load_sae(a.sae)
+        tl, ok = token_latents(sae, store, a.layer, tickers)
+        np.savez(out / "token_latents.npz", offsets=tl.offsets, indices=tl.indices,
+                 values=tl.values, d_sae=tl.d_sae, ok=ok, strings=np.array(strings))
     t1 = time.perf_counter()
     vec, pooled, _ = sae_company_vectors(tl, strings, names, token_mask=ok)
     lmask = ok & content_token_mask(strings, tl.offsets, names)

@@ -211,6 +211,7 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
                    n_phrases: int = 3, n_examples: int = 10, n_contexts: int = 8,
                    n_companies: int = 5, context: int = 6, seed: int = 0,
                    n_pos: int = 25, n_neg: int = 50, strong: float = 0.3,
+                   pos_per_company: int = 3,
                    split: np.ndarray | None = None) -> dict[int, dict]:
     """Labels read off each latent's top-activating spans, with a detection score.
 
@@ -228,16 +229,18 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
     `SPAN_LEFT` words before and `SPAN_RIGHT` after; each content n-gram (1-3 words, no stop
     word at either end, no word of that company's name) that contains the firing word or ends
     just before it votes once per span; a phrase needs 2 votes (the first; later ones 15% of
-    the spans), so one company's wording cannot make a label. Phrases are ranked by votes x length bonus (1, 1.5, 1.8
-    for 1, 2, 3 words) x a smoothed idf over all descriptions (a phrase in every text says
-    nothing), and up to ``n_phrases`` are taken greedily, each covering spans the previous did
-    not. A latent with no content phrase falls back to the bag of top tokens (`short_label`).
+    the spans), so one company's wording cannot make a label. A vote weighs the span's
+    activation over the strongest one. Phrases are ranked by weighted votes x length bonus (1,
+    1.5, 1.8 for 1, 2, 3 words) x the square root of a smoothed idf over all descriptions (a
+    phrase in every text says little), and up to ``n_phrases`` are taken greedily, each covering
+    spans the previous did not. A latent with no recurring content phrase falls back to the
+    bag of top tokens (`short_label`).
 
-    The score: on the held-out companies, positives are the strongest token per company whose
-    activation is at least ``strong`` x the latent's largest held-out activation (at most
-    ``n_pos``), negatives ``n_neg`` seeded random (masked-in) tokens where the latent is zero;
-    each window is scored by `window_match` with the label and the AUROC is the score (1: the
-    label tells firing windows apart; 0.5: chance).
+    The score: on the held-out companies, positives are the strongest tokens (at most
+    ``pos_per_company`` per company, ``n_pos`` in all) whose activation is at least ``strong``
+    x the latent's largest held-out activation, negatives ``n_neg`` seeded random (masked-in)
+    tokens where the latent is zero; each window is scored by `window_match` with the label and
+    the AUROC is the score (1: the label tells firing windows apart; 0.5: chance).
     """
     from .company import pool_latents
     if len(token_strings) != tl.n_tokens:
@@ -272,7 +275,7 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
 
     def phrase_weight(p):
         if p not in idf:
-            idf[p] = np.log((1 + n_docs) / (1 + df.get(p, 0))) + 1.0
+            idf[p] = np.sqrt(np.log((1 + n_docs) / (1 + df.get(p, 0))) + 1.0)
         return bonus[p.count(" ") + 1] * idf[p]
 
     ids = np.flatnonzero(np.diff(M.indptr)) if latents is None else np.asarray(latents, dtype=int)
@@ -292,13 +295,20 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
             best.append(o)
             (mk if make[d] else held).append(o)
         spans = [W.phrases(int(W.wid[rows[o]])) for o in mk[:n_spans]]
-        # greedy phrases: most votes x length bonus x idf, each covering new spans
+        # a span's vote weighs its activation relative to the strongest (the label should
+        # describe what the latent fires on most)
+        weight = [float(vals[o] / vals[mk[0]]) for o in mk[:n_spans]]
+        # greedy phrases: weighted votes x length bonus x idf, each covering new spans
         label_parts, left = [], list(range(len(spans)))
         while left and len(label_parts) < n_phrases:
             need = (max(2, 0.15 * len(spans)) if label_parts
                     else min(2, len(spans)))  # a phrase must recur across companies
-            votes = {p: v for p, v in Counter(p for i in left for p in spans[i]).items()
-                     if v >= need}
+            count, mass = Counter(), Counter()
+            for i in left:
+                for p in spans[i]:
+                    count[p] += 1
+                    mass[p] += weight[i]
+            votes = {p: mass[p] for p, v in count.items() if v >= need}
             if not votes:
                 break
             p, v = max(votes.items(), key=lambda kv: (kv[1] * phrase_weight(kv[0]), kv[0]))
@@ -313,7 +323,16 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
         score, n_used = None, [0, 0]
         if held:
             top = vals[held[0]]
-            pos = [o for o in held if vals[o] >= strong * top][:n_pos]
+            per: Counter = Counter()
+            pos = []
+            for o in order:
+                d = doc[rows[o]]
+                if make[d] or per[d] >= pos_per_company or vals[o] < strong * top:
+                    continue
+                per[d] += 1
+                pos.append(o)
+                if len(pos) >= n_pos:
+                    break
             fired = set(rows.tolist())
             cand = held_tokens[rng.integers(0, len(held_tokens), 3 * n_neg)] \
                 if len(held_tokens) else np.array([], int)

@@ -173,3 +173,11 @@ def test_show_export_and_similar_cli_carry_scores(scored, tmp_path, capsys):
     assert main(["features", "explain", "A", "B", "--min-score", "0.9", "--json",
                  "--features-dir", str(folder)]) == 0
     assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [1]
+
+
+def test_given_labels_are_scored_the_same_way(corpus):
+    tl, strings, names = corpus
+    lab = context_labels(tl, strings, names=names, latents=[0],
+                         given={0: "pipeline / steel"})
+    assert lab[0]["label"] == "pipeline / steel" and lab[0]["label_kind"] == "given"
+    assert lab[0]["score"] < 0.75  # a wrong label does not separate the windows

@@ -96,6 +96,19 @@ def main(argv=None):
                     "n_shown": len(shown_ids), "n_shown_scored": len(sc),
                     "median_shown_share": float(np.median(shares)),
                     "mean_shown_share": float(np.mean(shares))})
+    # the same detection score for the older bag-of-top-tokens labels (made from every text,
+    # held-out ones included, so this comparison flatters them)
+    from finsae.features.company import token_words
+    from finsae.features.labels import latent_labels
+    old = latent_labels(tl, strings, pooled=pooled, names=name_map,
+                        latents=[int(j) for j in vec.columns], mask=lmask,
+                        words=token_words(strings, tl.offsets))
+    old_scored = context_labels(tl, strings, pooled=pooled, names=name_map,
+                                latents=[int(j) for j in vec.columns], mask=lmask,
+                                given={j: v["label"] for j, v in old.items()})
+    summary["median_score_all_bag_of_tokens"] = median_score(old_scored, min_companies=1)
+    summary["median_score_shown_bag_of_tokens"] = float(np.median(
+        [old_scored[i]["score"] for i in shown_ids if old_scored[i].get("score") is not None]))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     (out / "showcase.json").write_text(json.dumps(rows, indent=1))
     print(json.dumps(summary, indent=1))

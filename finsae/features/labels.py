@@ -211,7 +211,7 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
                    n_phrases: int = 3, n_examples: int = 10, n_contexts: int = 8,
                    n_companies: int = 5, context: int = 6, seed: int = 0,
                    n_pos: int = 25, n_neg: int = 50, strong: float = 0.3,
-                   pos_per_company: int = 3,
+                   pos_per_company: int = 3, given: Mapping[int, str] | None = None,
                    split: np.ndarray | None = None) -> dict[int, dict]:
     """Labels read off each latent's top-activating spans, with a detection score.
 
@@ -222,7 +222,9 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
     - "contexts": the strongest spans [{"ticker", "text", "activation"}] (firing word in [[ ]]);
     - "n_companies": how many companies the latent fires in (pooled value > 0);
     - "score": detection AUROC on held-out companies (None when too few firings there);
-    - "score_n": [positives, negatives] behind the score; "label_kind": "phrase" or "tokens".
+    - "score_n": [positives, negatives] behind the score; "label_kind": "phrase", "tokens"
+      or "given" (``given``: latent id -> a label made elsewhere, scored the same way, e.g.
+      to compare labelling methods).
 
     The label: on the label-making half of the companies (`split_companies(seed)`, or
     ``split``), the strongest token per company (at most ``n_spans`` companies) gives a span of
@@ -314,7 +316,9 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
             p, v = max(votes.items(), key=lambda kv: (kv[1] * phrase_weight(kv[0]), kv[0]))
             label_parts.append(p)
             left = [i for i in left if p not in spans[i]]
-        if label_parts:
+        if given is not None and j in given:
+            label, kind = str(given[j]), "given"
+        elif label_parts:
             label, kind = " / ".join(label_parts), "phrase"
         else:
             label = short_label([(words or token_strings)[rows[o]] for o in best[:30]])

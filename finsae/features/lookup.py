@@ -45,9 +45,8 @@ def similar(fs, ticker: str, top: int = 10, method: str = "sae", explain: bool =
     """The lookup as records: [{ticker, name, score[, features, explained]}].
 
     With explain: "features" [{id, label, contribution, score, doc_freq, checked, n_features,
-    ids}] (see
-    `finsae.similarity.explain_match`: labels passing the detection-score bar `min_score`
-    first, generic latents firing in more than `generic` of the companies left out) and
+    ids}] (see `finsae.similarity.explain_match`: labels passing the detection-score bar
+    `min_score` first, generic latents firing in more than `generic` of the companies left out) and
     "explained" {cosine, shown, shown_share, generic, n_generic, rest} of the SAE cosine."""
     from ..similarity import GENERIC, MIN_SCORE, explain_match, neighbours
     from ..data.errors import DataError
@@ -72,7 +71,7 @@ def similar(fs, ticker: str, top: int = 10, method: str = "sae", explain: bool =
                  "score": _num(r.score), "doc_freq": _num(r.doc_freq), "checked": bool(r.checked),
                  "n_features": int(r.n_features), "ids": [int(i) for i in r.ids]}
                 for r in ex["features"].itertuples()]
-            rec["explained"] = {k: (round(float(ex[k]), 6) if k != "n_generic" else ex[k])
+            rec["explained"] = {k: (_num(ex[k], 6) if k != "n_generic" else int(ex[k]))
                                 for k in ("cosine", "shown", "shown_share", "generic",
                                           "n_generic", "rest")}
         out.append(rec)
@@ -140,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"        {e['generic']:+.3f}  other: {e['n_generic']} generic features "
                       "(firing in most companies)")
             print(f"        {e['rest']:+.3f}  the remaining features")
-            share = e["shown_share"]
-            print(f"        shown features carry "
-                  f"{'n/a' if share != share else f'{share:.0%}'} of the SAE cosine "
+            share = "n/a" if e["shown_share"] is None else f"{e['shown_share']:.0%}"
+            print(f"        shown features carry {share} of the SAE cosine "
                   f"{e['cosine']:.3f}")
     return 0

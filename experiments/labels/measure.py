@@ -96,16 +96,18 @@ def main(argv=None):
                     "n_shown": len(shown_ids), "n_shown_scored": len(sc),
                     "median_shown_share": float(np.median(shares)),
                     "mean_shown_share": float(np.mean(shares))})
-    # the same detection score for the older bag-of-top-tokens labels (made from every text,
-    # held-out ones included, so this comparison flatters them)
+    # the same detection score for the older bag-of-top-tokens labels, made from the same
+    # label-making half of the companies (the held-out texts stay unseen)
     from finsae.features.company import token_words
-    from finsae.features.labels import latent_labels
+    from finsae.features.labels import latent_labels, split_companies
+    make = split_companies(tickers, 0)[tl.doc_of_token()]
     old = latent_labels(tl, strings, pooled=pooled, names=name_map,
-                        latents=[int(j) for j in vec.columns], mask=lmask,
+                        latents=[int(j) for j in vec.columns], mask=lmask & make,
                         words=token_words(strings, tl.offsets))
     old_scored = context_labels(tl, strings, pooled=pooled, names=name_map,
                                 latents=[int(j) for j in vec.columns], mask=lmask,
                                 given={j: v["label"] for j, v in old.items()})
+    to_json(old_scored, out / "labels_bag_of_tokens.json")
     summary["median_score_all_bag_of_tokens"] = median_score(old_scored, min_companies=1)
     summary["median_score_shown_bag_of_tokens"] = float(np.median(
         [old_scored[i]["score"] for i in shown_ids if old_scored[i].get("score") is not None]))

@@ -156,7 +156,7 @@ class _Words:
     def phrases(self, w: int, left: int = SPAN_LEFT, right: int = SPAN_RIGHT,
                 max_n: int = 3) -> set[str]:
         """Content n-grams (1..max_n words, first and last a content word, every word a word)
-        inside the span around word w that contain w or end just before it."""
+        inside the span around word w that contain w."""
         win = self.window(w, left, right)
         out = set()
         for a in win:
@@ -165,7 +165,7 @@ class _Words:
             for b in range(a, min(a + max_n, win.stop)):
                 if not self.alpha[b]:
                     break
-                if self.content[b] and (a <= w <= b or b == w - 1):
+                if self.content[b] and a <= w <= b:
                     out.add(" ".join(self.words[a:b + 1]))
         return out
 
@@ -303,8 +303,7 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
         # greedy phrases: weighted votes x length bonus x idf, each covering new spans
         label_parts, left = [], list(range(len(spans)))
         while left and len(label_parts) < n_phrases:
-            need = (max(2, 0.15 * len(spans)) if label_parts
-                    else min(2, len(spans)))  # a phrase must recur across companies
+            need = min(2, len(spans))  # a phrase must recur across companies
             count, mass = Counter(), Counter()
             for i in left:
                 for p in spans[i]:

@@ -181,3 +181,4 @@ def test_given_labels_are_scored_the_same_way(corpus):
                          given={0: "pipeline / steel"})
     assert lab[0]["label"] == "pipeline / steel" and lab[0]["label_kind"] == "given"
     assert lab[0]["score"] < 0.75  # a wrong label does not separate the windows
+

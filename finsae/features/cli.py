@@ -164,7 +164,13 @@ def run_explain(args) -> int:
     else:
         df = distinctive_features(V, tickers, top=V.shape[1], labels=labels)
     ok = [_passes(fs.labels.get(_int(j)), args.min_score, generic) for j in df["id"]]
-    df = df[ok].head(args.top).reset_index(drop=True)
+    df = df[ok].reset_index(drop=True)
+    # one line per label head phrase (as `similar --explain`): the strongest feature, with the
+    # number of passing features sharing it among the next ones
+    head = df["label"].astype(str).str.split(" / ").str[0].str.strip()
+    df["n_features"] = head.map(head.iloc[:max(args.top * 10, 50)].value_counts()).fillna(1)
+    df = df[~head.duplicated() | (head == "")].head(args.top).reset_index(drop=True)
+    df["n_features"] = df["n_features"].astype(int)
     df["score"] = [(fs.labels.get(_int(j)) or {}).get("score") for j in df["id"]]
     df["doc_freq"] = [(fs.labels.get(_int(j)) or {}).get("doc_freq") for j in df["id"]]
     if args.json:
@@ -174,7 +180,8 @@ def run_explain(args) -> int:
           f"than {generic:.0%} of companies left out):")
     col = "drop" if args.by == "ablation" else "difference"
     for r in df.itertuples():
-        sc = "" if r.score is None or r.score != r.score else f"   (score {r.score:.2f})"
+        more = f", {r.n_features} features" if r.n_features > 1 else ""
+        sc = "" if r.score is None or r.score != r.score else f"   (score {r.score:.2f}{more})"
         print(f"  #{r.id:<6d} {getattr(r, col):+.4f}  {r.label}{sc}")
     return 0
 

@@ -229,9 +229,9 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
     The label: on the label-making half of the companies (`split_companies(seed)`, or
     ``split``), the strongest token per company (at most ``n_spans`` companies) gives a span of
     `SPAN_LEFT` words before and `SPAN_RIGHT` after; each content n-gram (1-3 words, no stop
-    word at either end, no word of that company's name) that contains the firing word or ends
-    just before it votes once per span; a phrase needs 2 votes (the first; later ones 15% of
-    the spans), so one company's wording cannot make a label. A vote weighs the span's
+    word at either end, no word of that company's name) that contains the firing word votes
+    once per span; a phrase needs 2 votes (a further one also a fifth of
+    the first one's), so one company's wording cannot make a label. A vote weighs the span's
     activation over the strongest one. Phrases are ranked by weighted votes x length bonus (1,
     1.5, 1.8 for 1, 2, 3 words) x the square root of a smoothed idf over all descriptions (a
     phrase in every text says little), and up to ``n_phrases`` are taken greedily, each covering
@@ -301,9 +301,11 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
         # describe what the latent fires on most)
         weight = [float(vals[o] / vals[mk[0]]) for o in mk[:n_spans]]
         # greedy phrases: weighted votes x length bonus x idf, each covering new spans
-        label_parts, left = [], list(range(len(spans)))
+        label_parts, left, first = [], list(range(len(spans))), 0
         while left and len(label_parts) < n_phrases:
-            need = min(2, len(spans))  # a phrase must recur across companies
+            # a phrase must recur across companies; a further phrase also needs a fifth of
+            # the first one's companies (else "banking / dining" from two stray spans)
+            need = max(min(2, len(spans)), first / 5)
             count, mass = Counter(), Counter()
             for i in left:
                 for p in spans[i]:
@@ -313,6 +315,7 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
             if not votes:
                 break
             p, v = max(votes.items(), key=lambda kv: (kv[1] * phrase_weight(kv[0]), kv[0]))
+            first = first or count[p]
             label_parts.append(p)
             left = [i for i in left if p not in spans[i]]
         if given is not None and j in given:

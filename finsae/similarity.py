@@ -80,6 +80,78 @@ def explain_pair(vectors: pd.DataFrame, a: str, b: str, top: int = 5,
                          "contribution": c.to_numpy()})
 
 
+#: explanations: a label passes the quality bar at this detection score (see
+#: `finsae.features.labels.context_labels`); latents firing in more than GENERIC of the
+#: companies are folded into one "other" line
+MIN_SCORE, GENERIC = 0.7, 0.5
+
+
+def explain_match(vectors: pd.DataFrame, a: str, b: str, top: int = 5,
+                  labels: Mapping[int, Mapping] | None = None, *, min_score: float = MIN_SCORE,
+                  generic: float = GENERIC, group: bool = True) -> dict:
+    """The features behind the cosine similarity of a and b, as a person can check them.
+
+    labels: latent id -> label record ("label", and where known "score", "doc_freq").
+    Latents firing in more than `generic` of the companies (doc_freq) are not shown but summed
+    into "generic"; among the others with a positive share, those whose label's detection
+    score is at least `min_score` are shown first (largest share first), then, if fewer than
+    `top` pass, the largest of the rest (flagged ``checked=False``). group: passing latents
+    whose labels share a head phrase (the first of "a / b") are one line, their shares summed
+    (a model has many near-duplicate latents for "loans" or "oil"); its score is their
+    share-weighted mean, ``ids`` and ``n_features`` name them, ``id`` is the largest.
+
+    Returns {"cosine", "features": DataFrame id, label, contribution, score, doc_freq, checked,
+    n_features, ids,
+    "shown" (sum of the shown shares), "shown_share" (shown / cosine), "generic" (share of the
+    generic latents), "n_generic", "rest" (everything else)}: shown + generic + rest = cosine.
+    """
+    ia, ib = _row(vectors, a, "the company features"), _row(vectors, b, "the company features")
+    c = contributions(vectors.iloc[ia], vectors.iloc[ib])
+    c = c[c != 0]
+    cos = float(c.sum())
+    rec = {}
+    for j in c.index:  # records, or a plain id -> label map
+        r = (labels or {}).get(_key(j))
+        rec[j] = r if isinstance(r, Mapping) else ({} if r is None else {"label": str(r)})
+    dfreq = pd.Series({j: r.get("doc_freq") for j, r in rec.items()}, dtype=float)
+    score = pd.Series({j: r.get("score") for j, r in rec.items()}, dtype=float)
+    is_gen = (dfreq > generic).reindex(c.index, fill_value=False).to_numpy()
+    cand = c[~is_gen & (c > 0).to_numpy()].sort_values(ascending=False, kind="stable")
+    ok = (score.reindex(cand.index) >= min_score).to_numpy()
+    # units: single latents, or (group=True) the passing latents sharing a label's head phrase
+    units, heads = [], {}
+    for j, good in zip(cand.index, ok):
+        head = str(rec[j].get("label", "")).split(" / ")[0].strip()
+        if group and good and head:
+            if head in heads:
+                units[heads[head]][0].append(j)
+                continue
+            heads[head] = len(units)
+        units.append(([j], bool(good)))
+    tot = [float(c[ids].sum()) for ids, _ in units]
+    order = sorted(range(len(units)), key=lambda u: -tot[u])
+    passing = [u for u in order if units[u][1]][:top]
+    shown = passing + [u for u in order if not units[u][1]][:max(0, top - len(passing))]
+
+    def wscore(ids):
+        w = [(float(c[j]), score.get(j)) for j in ids if not pd.isna(score.get(j))]
+        return round(sum(a * b for a, b in w) / sum(a for a, _ in w), 4) if w else None
+
+    lead = [units[u][0][0] for u in shown]
+    feats = pd.DataFrame({
+        "id": lead, "label": [str(rec[j].get("label", "")) for j in lead],
+        "contribution": [tot[u] for u in shown],
+        "score": [wscore(units[u][0]) for u in shown],
+        "doc_freq": [None if pd.isna(dfreq.get(j)) else float(dfreq[j]) for j in lead],
+        "checked": [units[u][1] for u in shown],
+        "n_features": [len(units[u][0]) for u in shown],
+        "ids": [list(units[u][0]) for u in shown]})
+    s_shown, s_gen = float(feats["contribution"].sum()), float(c[is_gen].sum())
+    return {"cosine": cos, "features": feats, "shown": s_shown,
+            "shown_share": s_shown / cos if cos > 0 else float("nan"),
+            "generic": s_gen, "n_generic": int(is_gen.sum()), "rest": cos - s_shown - s_gen}
+
+
 def _key(j):
     try:
         return int(j)

@@ -316,6 +316,10 @@ def test_feature_build_rebuilds_a_damaged_cache(tmp_path, tokenizer, capsys):
               progress=False)
     folder = build_feature_set(companies, **kw)
     ref = FeatureSet.load(folder).vectors["sae"]
+    # labels from contexts (issue 14): every record has a score slot and its contexts
+    lab = FeatureSet.load(folder).labels
+    assert lab and all({"label", "score", "contexts", "doc_freq", "companies"} <= set(v)
+                       for v in lab.values())
     damage(folder / "sae.npy", "flip", at=0.9)
     capsys.readouterr()
     assert build_feature_set(companies, **kw) == folder

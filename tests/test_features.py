@@ -230,12 +230,15 @@ def test_similar_cli_json_shape(feature_dir, capsys):
     assert len(out) == 3 and {"ticker", "name", "score", "features"} <= set(out[0])
     assert out[0]["ticker"] in {"B", "C"} and out[0]["name"].endswith("Corp")
     f = out[0]["features"][0]
-    assert set(f) == {"id", "label", "contribution"} and f["label"] == f"feat{f['id']}"
-    # the full set of contributions sums to the score
+    assert {"id", "label", "contribution", "score", "doc_freq", "checked", "n_features",
+            "ids"} == set(f)
+    assert f["label"] == f"feat{f['id']}"
+    # shown + generic + the rest sums to the score
     fs = FeatureSet.load(feature_dir)
     full = similar(fs, "A", top=1, explain=True, n_features=8)[0]
-    assert sum(x["contribution"] for x in full["features"]) == pytest.approx(full["score"],
-                                                                            abs=1e-5)
+    e = full["explained"]
+    assert sum(x["contribution"] for x in full["features"]) == pytest.approx(e["shown"], abs=1e-5)
+    assert e["shown"] + e["generic"] + e["rest"] == pytest.approx(full["score"], abs=1e-5)
 
 
 def test_similar_cli_text_other_method_and_errors(feature_dir, capsys):

@@ -168,7 +168,7 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
     names = companies["name"].reindex(tickers).fillna("").astype(str).to_list() \
         if "name" in companies else None
     name_map = dict(zip(tickers, names or [""] * len(tickers)))
-    from .labels import latent_labels
+    from .labels import context_labels
     parts, labels, n_tokens, n_massive = [], {}, 0, 0
     for pos, (lx, sx) in enumerate([(layer, sae_obj)] + [(lx, sx) for lx, sx, _ in extra]):
         tl, ok = token_latents(sx, store, lx, tickers)
@@ -177,9 +177,8 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
                                              weighting=weighting, max_df=max_df,
                                              sublinear=sublinear, tf=tf, top_n=top_n)
         lmask = ok & content_token_mask(strings, tl.offsets, names) if content_only else ok
-        lab = latent_labels(tl, strings, pooled=pooled, names=name_map,
-                            latents=[int(c) for c in vec.columns], mask=lmask,
-                            words=token_words(strings, tl.offsets))
+        lab = context_labels(tl, strings, pooled=pooled, names=name_map,
+                             latents=[int(c) for c in vec.columns], mask=lmask)
         # latent ids of the extra layers are offset (block lx's latent j -> LAYER_ID * pos + j)
         offset = LAYER_ID * pos
         labels.update({offset + int(j): {**v, "layer": lx} for j, v in lab.items()})

@@ -80,7 +80,11 @@ def save_bundled(vectors: pd.DataFrame, labels: dict, meta: dict, folder: Path |
     used = set(cols.tolist())
     (folder / "labels.json").write_text(json.dumps(
         {str(k): {"label": v["label"], "doc_freq": v.get("doc_freq"),
-                  "companies": v.get("companies", [])[:3]}
+                  "companies": v.get("companies", [])[:3],
+                  # labels from contexts (finsae.features.labels.context_labels), when present;
+                  # one context each (16k latents x 3 contexts would add ~6 MB)
+                  **{x: v[x] for x in ("score", "n_companies") if x in v},
+                  **({"contexts": v["contexts"][:1]} if v.get("contexts") else {})}
          for k, v in sorted(labels.items()) if int(k) in used}))
     (folder / "meta.json").write_text(json.dumps({**meta, "top": top}, indent=1, default=str))
     return folder

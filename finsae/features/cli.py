@@ -1,8 +1,9 @@
 """`finsae features`: build the company-feature cache; show, export and explain SAE features.
 
   finsae features build [--layer L] [--sae DIR] [--pooling sum|mean|max] [--all-tokens] ...
-  finsae features show ID             one latent: label, top activations, strongest companies
-  finsae features export [--html F] [--json F]   every labelled latent, browsable
+  finsae features show ID             one latent: label, detection score, contexts, companies
+  finsae features export [--html F] [--json-out F] [--sort score] [--min-score S]
+                                      every labelled latent, browsable and sortable
   finsae features explain T1 T2 ...   the features that set a set of companies apart
 """
 
@@ -50,6 +51,15 @@ def register(subparsers) -> None:
     e = sub.add_parser("export", help="write every labelled feature as HTML and/or JSON")
     e.add_argument("--html", metavar="PATH", default=None)
     e.add_argument("--json-out", metavar="PATH", default=None, dest="json_out")
+    e.add_argument("--sort", choices=("id", "score", "doc_freq"), default="id",
+                   help="order: latent id, detection score (best first) or firing share")
+    e.add_argument("--min-score", type=float, default=None, metavar="S",
+                   help="only latents whose label's detection score is at least S")
+    e.add_argument("--min-companies", type=int, default=None, metavar="N",
+                   help="only latents firing in at least N companies")
+    e.add_argument("--max-doc-freq", type=float, default=None, metavar="F",
+                   help="only latents firing in at most this share of companies (drops "
+                        "generic latents: what is left can explain clusters)")
     e.add_argument("--features-dir", metavar="DIR", default=None)
     common_inputs(e)
     e.set_defaults(func=run_export)
@@ -60,6 +70,11 @@ def register(subparsers) -> None:
                    help="difference: mean inside minus outside; ablation: drop in the members' "
                         "mean cosine similarity when the feature is zeroed (the paper's)")
     x.add_argument("--top", type=int, default=10)
+    x.add_argument("--min-score", type=float, default=None, metavar="S",
+                   help="only features whose label's detection score is at least S")
+    x.add_argument("--generic", type=float, default=None, metavar="F",
+                   help="leave out features firing in more than this share of companies "
+                        "(default 0.5)")
     x.add_argument("--features-dir", metavar="DIR", default=None)
     common_inputs(x)
     x.set_defaults(func=run_explain)
@@ -97,47 +112,91 @@ def run_show(args) -> int:
     if args.json:
         print(json.dumps({"id": args.id, **rec}, indent=1))
         return 0
-    print(f"feature #{args.id}: {rec['label']}   (fires in {rec['doc_freq']:.0%} of companies)")
+    score = rec.get("score")
+    n = rec.get("n_companies")
+    print(f"feature #{args.id}: {rec['label']}")
+    print(f"  detection score {'n/a' if score is None else f'{score:.2f}'} (held-out AUROC; "
+          f"0.5 = chance), fires in {rec['doc_freq']:.0%} of companies"
+          + ("" if n is None else f" ({n})"))
     print("strongest companies:")
     for c in rec["companies"]:
         print(f"  {c['ticker']:<6} {c['value']:9.2f}  {c['name']}")
-    print("top activations:")
-    for x in rec["examples"]:
+    if rec.get("contexts"):
+        print("top contexts:")
+        for x in rec["contexts"]:
+            print(f"  {x['activation']:7.2f} {x['ticker']:<6} ...{x['text']}...")
+    if rec.get("examples"):
+        print("top activations:")
+    for x in rec.get("examples", []):
         pre, tok, post = x["context"]
         print(f"  {x['activation']:7.2f} {x['ticker']:<6} ...{pre}[[{tok}]]{post}...".replace("\n", " "))
     return 0
 
 
 def run_export(args) -> int:
-    from .labels import to_html, to_json
+    from .labels import select_labels, to_html, to_json
     fs = _load(args, labels=True)
+    labels = select_labels(fs.labels, sort=args.sort, min_score=args.min_score,
+                           min_companies=args.min_companies, max_doc_freq=args.max_doc_freq)
     html_path = args.html or (None if args.json_out else "finsae_features.html")
     written = []
     if html_path:
-        written.append(str(to_html(fs.labels, html_path, meta={
+        written.append(str(to_html(labels, html_path, meta={
             k: fs.meta.get(k) for k in ("model", "layer", "sae", "pooling", "content_only",
-                                         "weighting", "max_df")})))
+                                         "weighting", "max_df")}, sort=None)))
     if args.json_out:
-        written.append(str(to_json(fs.labels, args.json_out)))
+        written.append(str(to_json(labels, args.json_out, sort=None)))
     print(json.dumps({"written": written}) if args.json else "\n".join(written))
     return 0
 
 
 def run_explain(args) -> int:
-    from ..similarity import ablation_importance, distinctive_features
+    from ..similarity import GENERIC, ablation_importance, distinctive_features
     fs = _load(args, labels=True)
     V, labels = fs.method("sae"), fs.label_map()
     from ..data.tickers import check_ticker
     tickers = [check_ticker(t) for t in args.tickers]
+    # the same scores as `similar --explain`: generic latents out, optionally a score bar
+    generic = GENERIC if args.generic is None else args.generic
+    # rank on the full vectors (the similarity is not changed), then keep the passing latents
     if args.by == "ablation":
-        df = ablation_importance(V, tickers, top=args.top, labels=labels)
+        df = ablation_importance(V, tickers, top=V.shape[1], labels=labels)
     else:
-        df = distinctive_features(V, tickers, top=args.top, labels=labels)
+        df = distinctive_features(V, tickers, top=V.shape[1], labels=labels)
+    ok = [_passes(fs.labels.get(_int(j)), args.min_score, generic) for j in df["id"]]
+    df = df[ok].reset_index(drop=True)
+    # one line per label head phrase (as `similar --explain`): the strongest feature, with the
+    # number of passing features sharing it among the next ones
+    head = df["label"].astype(str).str.split(" / ").str[0].str.strip()
+    df["n_features"] = head.map(head.iloc[:max(args.top * 10, 50)].value_counts()).fillna(1)
+    df = df[~head.duplicated() | (head == "")].head(args.top).reset_index(drop=True)
+    df["n_features"] = df["n_features"].astype(int)
+    df["score"] = [(fs.labels.get(_int(j)) or {}).get("score") for j in df["id"]]
+    df["doc_freq"] = [(fs.labels.get(_int(j)) or {}).get("doc_freq") for j in df["id"]]
     if args.json:
         print(df.to_json(orient="records", indent=1))
         return 0
-    print(f"features setting {', '.join(tickers)} apart ({args.by}):")
-    score = "drop" if args.by == "ablation" else "difference"
+    print(f"features setting {', '.join(tickers)} apart ({args.by}; features firing in more "
+          f"than {generic:.0%} of companies left out):")
+    col = "drop" if args.by == "ablation" else "difference"
     for r in df.itertuples():
-        print(f"  #{r.id:<6d} {getattr(r, score):+.4f}  {r.label}")
+        more = f", {r.n_features} features" if r.n_features > 1 else ""
+        sc = "" if r.score is None or r.score != r.score else f"   (score {r.score:.2f}{more})"
+        print(f"  #{r.id:<6d} {getattr(r, col):+.4f}  {r.label}{sc}")
     return 0
+
+
+def _int(j):
+    try:
+        return int(j)
+    except (TypeError, ValueError):
+        return j
+
+
+def _passes(rec, min_score, generic) -> bool:
+    """A latent kept by `features explain`: not generic and (with a bar) a good enough label."""
+    rec = rec or {}
+    df, sc = rec.get("doc_freq"), rec.get("score")
+    if df is not None and generic is not None and df > generic:
+        return False
+    return min_score is None or (sc is not None and sc >= min_score)

@@ -42,6 +42,10 @@ def register(subparsers) -> None:
     t.add_argument("--massive-factor", type=float, default=10.0,
                    help="drop tokens with norm above this multiple of the median (0: keep all)")
     t.add_argument("--checkpoint-every", type=int, default=None, metavar="TOKENS")
+    t.add_argument("--device", default="cpu",
+                   help="cpu, cuda, cuda:1 ... (default cpu). Under torchrun each process "
+                        "trains on its slice of every batch (backend nccl on CUDA, gloo on CPU; "
+                        "cuda means cuda:LOCAL_RANK) and rank 0 writes --out")
     t.add_argument("--out", required=True, metavar="DIR", help="output SAE folder")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -81,6 +85,18 @@ def _texts(n: int) -> list[str]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from .. import dist
+    from .config import SAEConfig, TrainConfig
+    from .train import load_activations, train_sae
+    device = dist.setup(args.device)
+    try:
+        return _run_train(args, device)
+    finally:
+        dist.teardown()
+
+
+def _run_train(args: argparse.Namespace, device: str) -> int:
+    from .. import dist
     from .config import SAEConfig, TrainConfig
     from .train import load_activations, train_sae
     if args.activations:
@@ -98,11 +114,13 @@ def run_train(args: argparse.Namespace) -> int:
                      b_dec_init=args.b_dec_init,
                      massive_factor=args.massive_factor or None,
                      checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
-    r = train_sae(acts, cfg, tc, out=args.out)
+    r = train_sae(acts, cfg, tc, out=args.out, device=device)
+    if not dist.is_main():
+        return 0
     summary = {"out": str(Path(args.out)), "tokens": r.tokens, "steps": r.steps,
                "seconds": round(r.seconds, 2), "tokens_per_second": round(r.tokens_per_second),
                "n_massive_dropped": r.n_massive_dropped, "n_tokens_seen": r.n_tokens_seen,
-               "dead_fraction": r.dead_fraction,
+               "dead_fraction": r.dead_fraction, "processes": dist.world_size(),
                "final_fvu": r.history[-1]["fvu"] if r.history else None}
     print(json.dumps(summary, indent=2) if args.json else
           "\n".join(f"{k}: {v}" for k, v in summary.items()))

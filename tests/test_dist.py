@@ -1,0 +1,76 @@
+"""Data parallelism under torchrun: 2 CPU processes (gloo) against one process.
+
+Each test launches ``python -m torch.distributed.run --standalone --nproc_per_node 2 -m finsae
+...`` as users do, then compares with the single-process result on the same data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import finsae
+from finsae import dist
+
+ROOT = Path(finsae.__file__).resolve().parents[1]
+
+
+def torchrun(args: list[str], tmp_path: Path, nproc: int = 2, timeout: int = 120):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+        "FINSAE_CACHE": str(tmp_path / "cache"), "TQDM_DISABLE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "finsae", *args]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout,
+                       cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
+def test_single_process_is_not_distributed():
+    assert dist.world_size() == 1 and dist.rank() == 0 and dist.is_main()
+    assert dist.setup("cpu") == "cpu" and not dist.initialized()
+    assert dist.backend_for("cuda:0") == "nccl" and dist.backend_for("cpu") == "gloo"
+
+
+def test_batches_split_the_global_batch():
+    from finsae.sae.train import Batches
+    x = torch.randn(100, 4)
+    full = Batches(x, 20, seed=3, massive_factor=None)
+    parts = [Batches(x, 20, seed=3, massive_factor=None, rank=r, world_size=2) for r in (0, 1)]
+    for _, b, b0, b1 in zip(range(12), iter(full), iter(parts[0]), iter(parts[1])):  # 2+ epochs
+        assert b0.shape == (10, 4) and torch.equal(b, torch.cat([b0, b1]))
+    with pytest.raises(Exception, match="multiple"):
+        Batches(x, 21, rank=0, world_size=2)
+
+
+@pytest.mark.parametrize("arch", ["topk"])
+def test_two_process_training_equals_one(tmp_path, arch):
+    from finsae.sae.config import SAEConfig, TrainConfig
+    from finsae.sae.io import load_sae
+    from finsae.sae.train import train_sae
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2048, 16, generator=g) @ torch.randn(16, 16, generator=g) + 2.0
+    save_file({"acts": x}, str(tmp_path / "acts.safetensors"))
+    steps, batch = 6, 256
+    args = ["sae", "train", "--activations", str(tmp_path / "acts.safetensors"),
+            "--arch", arch, "--d-sae", "64", "--k", "4", "--tokens", str(steps * batch),
+            "--batch-size", str(batch), "--no-progress", "--json", "--out", str(tmp_path / "dp")]
+    p = torchrun(args, tmp_path)
+    summary = json.loads(p.stdout[p.stdout.index("{"):])
+    assert summary["processes"] == 2 and summary["steps"] == steps
+    assert summary["tokens"] == steps * batch
+    one = train_sae(x, SAEConfig(d_in=16, d_sae=64, arch=arch, k=4),
+                    TrainConfig(tokens=steps * batch, batch_size=batch, progress=False))
+    two = load_sae(tmp_path / "dp")
+    for name, t in one.sae.state_dict().items():
+        torch.testing.assert_close(two.state_dict()[name], t, atol=2e-5, rtol=1e-4)
+    assert summary["final_fvu"] == pytest.approx(one.history[-1]["fvu"], rel=1e-4)
+    assert summary["dead_fraction"] == one.dead_fraction

@@ -74,3 +74,64 @@ def test_two_process_training_equals_one(tmp_path, arch):
         torch.testing.assert_close(two.state_dict()[name], t, atol=2e-5, rtol=1e-4)
     assert summary["final_fvu"] == pytest.approx(one.history[-1]["fvu"], rel=1e-4)
     assert summary["dead_fraction"] == one.dead_fraction
+
+
+SENTENCES = [
+    "Apple designs and sells smartphones, personal computers and tablets.",
+    "Exxon Mobil explores for and produces crude oil and natural gas worldwide.",
+    "The bank provides retail and commercial banking services in Ohio.",
+    "A semiconductor company designing graphics processors for gaming and data centers.",
+    "Regional airline operating scheduled passenger flights.",
+    "Oil",
+    "The company sells software, cloud services and computers to banks and airlines.",
+]
+
+
+def _tiny_lm_folder(folder: Path) -> Path:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.train_from_iterator(SENTENCES * 3, trainers.BpeTrainer(
+        vocab_size=200, special_tokens=["<pad>", "<bos>", "<unk>"], show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", pad_token="<pad>",
+                                  unk_token="<unk>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=256, initializer_range=0.2,
+                      bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_two_process_encode_equals_one(tmp_path, monkeypatch):
+    from finsae.lm import ActivationStore, encode_texts, load_lm
+    model = _tiny_lm_folder(tmp_path / "tiny")
+    texts = SENTENCES * 3   # 21 texts, ~8 shards of >= 20 tokens
+    csv = tmp_path / "companies.csv"
+    csv.write_text("ticker,description\n" + "".join(f'T{i},"{t}"\n' for i, t in enumerate(texts)))
+    args = ["encode", "--companies", str(csv), "--model", str(model), "--layers", "0,1",
+            "--shard-tokens", "20", "--no-progress", "--json"]
+    p = torchrun(args, tmp_path)
+    out = json.loads(p.stdout[p.stdout.index("{"):])["descriptions"]
+    assert out["processes"] == 2 and out["texts"] == len(texts)
+    store = ActivationStore.open(out["cache"])
+    assert len(store.manifest["shards"]) >= 4 and out["computed_shards"] == len(
+        store.manifest["shards"])
+    # a single process finds every shard in the cache the two processes wrote ...
+    monkeypatch.setenv("FINSAE_CACHE", str(tmp_path / "cache"))
+    lm = load_lm(str(model))
+    again = encode_texts(lm, texts, [0, 1], shard_tokens=20, progress=False)
+    assert again.path == store.path and again.stats.computed_shards == 0
+    # ... and the activations equal a single-process encode
+    one = encode_texts(lm, texts, [0, 1], shard_tokens=20, cache=False, progress=False)
+    assert store.texts == texts
+    assert torch.equal(store.doc_index, one.doc_index)
+    assert torch.equal(store.token_ids, one.token_ids)
+    for layer in (0, 1):
+        torch.testing.assert_close(store.tokens(layer), one.tokens(layer), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(store.text_means(layer), one.text_means(layer),
+                                   atol=1e-6, rtol=1e-6)

@@ -51,6 +51,31 @@ def test_batches_split_the_global_batch():
         Batches(x, 21, rank=0, world_size=2)
 
 
+@pytest.mark.parametrize("arch", ["topk", "relu", "jumprelu"])
+def test_split_batch_loss_gives_the_global_gradient(arch):
+    """What each rank computes (its half, tv = global total variance / 2), averaged, is the
+    gradient of the whole batch: the identity the data-parallel trainer relies on."""
+    from finsae.sae.architectures import build_sae, total_variance
+    from finsae.sae.config import SAEConfig
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 8, generator=g) * 2 + 1
+    dead = torch.rand(32, generator=g) < 0.5
+    cfg = SAEConfig(d_in=8, d_sae=32, k=4, arch=arch)
+    one, two = build_sae(cfg, seed=0), build_sae(cfg, seed=0)
+    kw = {"sparsity_coef": 0.01}
+    o = one.loss(x, dead if arch == "topk" else None, **kw)
+    o.loss.backward()
+    tv = total_variance(x) / 2
+    fvu = 0.0
+    for half in (x[:32], x[32:]):
+        oh = two.loss(half, dead if arch == "topk" else None, tv=tv, **kw)
+        (oh.loss / 2).backward()
+        fvu += float(oh.fvu.detach()) / 2
+    assert fvu == pytest.approx(float(o.fvu.detach()), rel=1e-5)
+    for (name, p), q in zip(one.named_parameters(), two.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
 @pytest.mark.parametrize("arch", ["topk"])
 def test_two_process_training_equals_one(tmp_path, arch):
     from finsae.sae.config import SAEConfig, TrainConfig

@@ -160,3 +160,14 @@ def test_two_process_encode_equals_one(tmp_path, monkeypatch):
         torch.testing.assert_close(store.tokens(layer), one.tokens(layer), atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(store.text_means(layer), one.text_means(layer),
                                    atol=1e-6, rtol=1e-6)
+    # the cache trains SAEs directly: one block, and one Group-SAE over both blocks
+    from finsae.cli import main
+    from finsae.sae.io import load_sae
+    for extra, out_dir in ((["--layer", "1"], "sae1"), (["--group", "0,1"], "group")):
+        assert main(["sae", "train", "--store", out["cache"], *extra, "--d-sae", "32", "--k",
+                     "4", "--tokens", "128", "--batch-size", "64", "--no-progress",
+                     "--out", str(tmp_path / out_dir)]) == 0
+    assert load_sae(tmp_path / "sae1").cfg.meta["layer"] == 1
+    assert load_sae(tmp_path / "group").cfg.meta["layers"] == [0, 1]
+    assert main(["sae", "train", "--store", out["cache"], "--group", "0,5", "--out",
+                 str(tmp_path / "bad")]) == 2

@@ -25,8 +25,14 @@ def register(subparsers) -> None:
     src.add_argument("--texts", metavar="N", type=int,
                      help="encode the first N bundled company descriptions with --model "
                           "(needs finsae.lm)")
+    src.add_argument("--store", metavar="DIR",
+                     help="an activation cache folder written by `finsae encode` (token level)")
     t.add_argument("--model", default="smollm2-135m", help="LM for --texts (default: %(default)s)")
     t.add_argument("--layer", type=int, default=15, help="decoder block (default: %(default)s)")
+    t.add_argument("--group", metavar="LAYERS", default=None,
+                   help="train one Group-SAE on these blocks (comma-separated, e.g. 3,4,5): "
+                        "token n comes from a random block of the group (with --texts or "
+                        "--store)")
     t.add_argument("--arch", default="topk", help="topk (default), batchtopk, relu, jumprelu")
     w = t.add_mutually_exclusive_group()
     w.add_argument("--d-sae", type=int, help="number of latents")
@@ -99,14 +105,43 @@ def _run_train(args: argparse.Namespace, device: str) -> int:
     from .. import dist
     from .config import SAEConfig, TrainConfig
     from .train import load_activations, train_sae
+    group = None
+    if args.group is not None:
+        try:
+            group = [int(x) for x in args.group.split(",") if x.strip()]
+        except ValueError:
+            raise DataError(f"--group: expected block indices like 3,4,5, not {args.group!r}") \
+                from None
+        if not group:
+            raise DataError("--group: no blocks given")
+        if args.activations:
+            raise DataError("--group needs every block's activations: use --texts or --store")
+    layers = group or [args.layer]
     if args.activations:
         acts, meta = load_activations(args.activations), {"activations": args.activations}
     else:
-        from ..lm import encode_texts
-        lm = _load_lm(args.model)
-        acts = encode_texts(lm, _texts(args.texts), layers=[args.layer]).tokens(args.layer)
-        meta = {"model": lm.name, "texts": args.texts}
-    meta["layer"] = args.layer
+        if args.store:
+            from ..lm import ActivationStore
+            store = ActivationStore.open(args.store)
+            meta = {"store": args.store, "model": store.manifest.get("model")}
+        else:
+            from ..lm import encode_texts
+            lm = _load_lm(args.model)
+            store = encode_texts(lm, _texts(args.texts), layers=layers)
+            meta = {"model": lm.name, "texts": args.texts}
+        missing = [i for i in layers if i not in store.layers]
+        if missing:
+            raise DataError(f"blocks {missing} not in the activation store (it has "
+                            f"{store.layers})", path=store.path)
+        if group:
+            from .groups import group_tokens
+            acts = group_tokens({i: store.tokens(i) for i in group}, group, args.seed).float()
+        else:
+            acts = store.tokens(args.layer)
+    if group:
+        meta.update({"layers": group, "hook": "resid_post", "group_sae": True})
+    else:
+        meta["layer"] = args.layer
     d_in = acts.shape[1]
     d_sae = args.d_sae or args.expansion * d_in
     cfg = SAEConfig(d_in=d_in, d_sae=d_sae, arch=args.arch, k=args.k, meta=meta)

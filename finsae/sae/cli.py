@@ -73,13 +73,13 @@ def register(subparsers) -> None:
     e.set_defaults(func=run_eval)
 
 
-def _load_lm(name: str):
+def _load_lm(name: str, device: str = "cpu"):
     try:
         from ..lm import load_lm
     except ImportError:
         raise DataError("the LM metrics need finsae.lm (activations capture), missing in this "
                         "install; use --no-lm or --activations") from None
-    return load_lm(name)
+    return load_lm(name, device=device)
 
 
 def _texts(n: int) -> list[str]:
@@ -126,7 +126,7 @@ def _run_train(args: argparse.Namespace, device: str) -> int:
             meta = {"store": args.store, "model": store.manifest.get("model")}
         else:
             from ..lm import encode_texts
-            lm = _load_lm(args.model)
+            lm = _load_lm(args.model, device)
             store = encode_texts(lm, _texts(args.texts), layers=layers)
             meta = {"model": lm.name, "texts": args.texts}
         missing = [i for i in layers if i not in store.layers]

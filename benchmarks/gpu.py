@@ -69,7 +69,8 @@ def bench_model(name: str, args, device: str) -> dict:
                  "processes": dist.world_size()}
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    lm = load_lm(name, device=device, dtype=args.dtype, progress=False)
+    with dist.main_first():  # rank 0 fills the model cache alone
+        lm = load_lm(name, device=device, dtype=args.dtype, progress=False)
     rec.update(load_seconds=round(time.perf_counter() - t0, 2), d_model=lm.d_model,
                n_layers=lm.n_layers, dtype=str(next(lm.model.parameters()).dtype))
     layer = args.layer if args.layer is not None else lm.n_layers // 2

@@ -15,6 +15,7 @@ behaviour as from the command line.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -80,6 +81,19 @@ def teardown() -> None:
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+@contextmanager
+def main_first():
+    """Rank 0 runs the block first, then the other ranks: for work that fills a shared cache
+    (a GGUF conversion, a download) which concurrent ranks would race on."""
+    if world_size() > 1 and not is_main():
+        barrier()
+    try:
+        yield
+    finally:
+        if world_size() > 1 and is_main():
+            barrier()
 
 
 def all_reduce_(t: torch.Tensor, op: str = "sum") -> torch.Tensor:

@@ -75,9 +75,10 @@ def _run(args: argparse.Namespace, device: str) -> int:
     if args.limit is not None:
         jobs = [(name, texts[:args.limit], skipped) for name, texts, skipped in jobs]
 
-    lm = load_lm(args.model, device=device, dtype=args.dtype,
-                 trust_remote_code=args.trust_remote_code,
-                 progress=False if args.no_progress else None)
+    with dist.main_first():  # rank 0 fills the model cache (GGUF conversion) alone
+        lm = load_lm(args.model, device=device, dtype=args.dtype,
+                     trust_remote_code=args.trust_remote_code,
+                     progress=False if args.no_progress else None)
     layers = _parse_layers(args.layers, lm.n_layers)
     try:
         _check_layers(layers, lm.n_layers)

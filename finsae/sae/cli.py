@@ -126,7 +126,8 @@ def _run_train(args: argparse.Namespace, device: str) -> int:
             meta = {"store": args.store, "model": store.manifest.get("model")}
         else:
             from ..lm import encode_texts
-            lm = _load_lm(args.model, device)
+            with dist.main_first():  # rank 0 fills the model cache alone
+                lm = _load_lm(args.model, device)
             store = encode_texts(lm, _texts(args.texts), layers=layers)
             meta = {"model": lm.name, "texts": args.texts}
         missing = [i for i in layers if i not in store.layers]

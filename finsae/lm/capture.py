@@ -26,6 +26,7 @@ from typing import NamedTuple, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .. import dist
 from ..data.paths import cache_dir
 from ..integrity import report_damaged
 from .load import LM, block
@@ -69,7 +70,16 @@ def encode_texts(lm: LM, texts: Sequence[str], layers: Sequence[int] | int = (15
     ``cache_dir("activations")`` keyed by model fingerprint, layers, truncation, BOS and texts;
     a rerun reuses finished shards (an interrupted run resumes) and recomputes any shard whose
     checksum fails. progress: a tqdm bar with tokens/s (None: only on a terminal).
+
+    Sharded across processes: when a `torch.distributed` process group is up (``torchrun
+    ... -m finsae encode``, see `finsae.dist`), rank 0 writes the manifest and finds the shards
+    still to compute, shard j of that list goes to rank j % world_size, every rank writes its
+    own shard files into the same cache folder (so the layout is the one a single process
+    writes; the folder must be on a file system every rank sees), and after a barrier every
+    rank returns the complete store. Without a cache the shards' tensors are all-gathered.
+    The bar shows rank 0's share.
     """
+    world, rank = dist.world_size(), dist.rank()
     layers = (layers,) if isinstance(layers, int) else tuple(layers)
     cfg = CaptureConfig(layers=_check_layers(layers, lm.n_layers), max_tokens=int(max_tokens),
                         bos=bool(bos), keep_tokens=bool(keep_tokens),
@@ -98,33 +108,38 @@ def encode_texts(lm: LM, texts: Sequence[str], layers: Sequence[int] | int = (15
                     **{k: v for k, v in asdict(cfg).items() if k != "batch_tokens"},
                     "layers": list(cfg.layers),
                     "shards": _plan(tok.ids, cfg.shard_tokens)}
-        if folder is not None:
+        if folder is not None and rank == 0:
             write_json(folder / "texts.json", list(texts))
             write_json(folder / "manifest.json", manifest)
-    elif folder is not None:
+    elif folder is not None and rank == 0:
         _repair_texts(folder / "texts.json", list(texts))
 
-    shards: list = []
+    shards: list = [None] * len(manifest["shards"])
     todo: list[int] = []
-    for j, s in enumerate(manifest["shards"]):
-        if folder is not None and read_shard(folder / s["file"], s["n_tokens"]) is not None:
-            shards.append(folder / s["file"])
-        else:
-            if folder is not None and (folder / s["file"]).exists():  # absent: not yet encoded
-                report_damaged(folder / s["file"], "unreadable or checksum mismatch",
-                               "recomputing it")
-            shards.append(None)
-            todo.append(j)
+    if rank == 0:
+        for j, s in enumerate(manifest["shards"]):
+            if folder is not None and read_shard(folder / s["file"], s["n_tokens"]) is not None:
+                shards[j] = folder / s["file"]
+            else:
+                if folder is not None and (folder / s["file"]).exists():  # absent: not yet run
+                    report_damaged(folder / s["file"], "unreadable or checksum mismatch",
+                                   "recomputing it")
+                todo.append(j)
+    if world > 1:  # rank 0's view of the cache decides, before any rank writes a shard
+        todo = dist.broadcast_object(todo)
+    mine = todo[rank::world]
 
     total = sum(s["n_tokens"] for s in manifest["shards"])
     done = total - sum(manifest["shards"][j]["n_tokens"] for j in todo)
     t0 = time.perf_counter()
+    if world > 1:
+        total = done + sum(manifest["shards"][j]["n_tokens"] for j in mine)
     bar = tqdm(total=total, initial=done, unit="tok", unit_scale=True,
-               disable=None if progress is None else not progress,
+               disable=(None if progress is None else not progress) if rank == 0 else True,
                desc=f"encode {lm.name} {list(cfg.layers)}")
     try:
         with _capture_hooks(lm.model, cfg.layers) as captured:
-            for j in todo:
+            for j in mine:
                 s = manifest["shards"][j]
                 a, b = s["start"], s["end"]
                 tensors = _encode_shard(lm, Tokenized(tok.ids[a:b], tok.offsets[a:b]), a,
@@ -137,6 +152,15 @@ def encode_texts(lm: LM, texts: Sequence[str], layers: Sequence[int] | int = (15
                     shards[j] = folder / s["file"]
     finally:
         bar.close()
+    if world > 1:
+        if folder is None:
+            for part in dist.all_gather_object({j: shards[j] for j in mine}):
+                for j, tensors in part.items():
+                    shards[j] = tensors
+        else:
+            dist.barrier()  # every shard file is written
+            shards = [folder / s["file"] for s in manifest["shards"]]
+        total = sum(s["n_tokens"] for s in manifest["shards"])
     seconds = time.perf_counter() - t0
     stats = EncodeStats(len(texts), total, total - done, len(todo),
                         len(manifest["shards"]) - len(todo), seconds)

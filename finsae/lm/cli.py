@@ -34,7 +34,12 @@ def register(subparsers) -> None:
                    help="truncate each text to this many tokens (default 512)")
     p.add_argument("--batch-tokens", type=int, default=4096,
                    help="padded tokens per forward batch (default 4096)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
+    p.add_argument("--shard-tokens", type=int, default=32768,
+                   help="text tokens per cache shard, the unit of resumption and of the split "
+                        "between torchrun processes (default 32768)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda, cuda:1 ... (default cpu). Under torchrun the shards are "
+                        "split between the processes (cuda means cuda:LOCAL_RANK)")
     p.add_argument("--dtype", default=None,
                    help="float32, bfloat16 or float16 (default float32 on CPU, bfloat16 on CUDA)")
     p.add_argument("--means-only", action="store_true",
@@ -47,6 +52,16 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import dist
+    device = dist.setup(args.device)  # under torchrun: join the job (gloo on CPU, nccl on CUDA)
+    try:
+        return _run(args, device)
+    finally:
+        dist.teardown()
+
+
+def _run(args: argparse.Namespace, device: str) -> int:
+    from .. import dist
     from ..data.companies import load_companies
     from .capture import _check_layers, encode_texts
     from .load import load_lm
@@ -60,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         jobs = [(name, texts[:args.limit], skipped) for name, texts, skipped in jobs]
 
-    lm = load_lm(args.model, device=args.device, dtype=args.dtype,
-                 trust_remote_code=args.trust_remote_code,
-                 progress=False if args.no_progress else None)
+    with dist.main_first():  # rank 0 fills the model cache (GGUF conversion) alone
+        lm = load_lm(args.model, device=device, dtype=args.dtype,
+                     trust_remote_code=args.trust_remote_code,
+                     progress=False if args.no_progress else None)
     layers = _parse_layers(args.layers, lm.n_layers)
     try:
         _check_layers(layers, lm.n_layers)
@@ -75,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"no non-empty {name} to encode")
         store = encode_texts(lm, texts, layers, max_tokens=args.max_tokens,
                              batch_tokens=args.batch_tokens, keep_tokens=not args.means_only,
+                             shard_tokens=args.shard_tokens,
                              progress=False if args.no_progress else None)
         s = store.stats
         results[name] = {"model": lm.name, "layers": store.layers, "cache": str(store.path),
@@ -82,7 +99,10 @@ def run(args: argparse.Namespace) -> int:
                          "computed_tokens": s.computed_tokens, "cached_shards": s.cached_shards,
                          "computed_shards": s.computed_shards, "seconds": round(s.seconds, 2),
                          "tokens_per_s": (round(s.tokens_per_s, 1) if s.computed_tokens
-                                          else None)}
+                                          else None),
+                         "processes": dist.world_size()}
+    if not dist.is_main():
+        return 0
     if args.json:
         print(json.dumps(results, indent=1))
         return 0

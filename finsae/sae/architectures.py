@@ -119,7 +119,10 @@ class SparseAutoencoder(nn.Module):
             self.log_threshold -= math.log(scale)
 
     def loss(self, x: Tensor, dead_mask: Tensor | None = None, *, sparse: bool = True,
-             auxk_coef: float = 1 / 32, sparsity_coef: float = 0.0) -> ForwardOutput:
+             auxk_coef: float = 1 / 32, sparsity_coef: float = 0.0,
+             tv: Tensor | None = None) -> ForwardOutput:
+        """tv: the total variance that normalises the FVU (None: this batch's; data-parallel
+        training passes the global batch's divided by the number of ranks)."""
         raise NotImplementedError
 
 
@@ -166,7 +169,8 @@ class TopKSAE(SparseAutoencoder):
         e = residual.detach()
         return (e_hat - e).pow(2).sum() / (total_variance(x) if tv is None else tv)
 
-    def loss(self, x, dead_mask=None, *, sparse=True, auxk_coef=1 / 32, sparsity_coef=0.0):
+    def loss(self, x, dead_mask=None, *, sparse=True, auxk_coef=1 / 32, sparsity_coef=0.0,
+             tv=None):
         x = self._check(x)
         if sparse:
             recon, acts, idx = topk_sae(x, self.W_enc, self.b_enc, self.W_dec, self.b_dec,
@@ -174,7 +178,7 @@ class TopKSAE(SparseAutoencoder):
         else:
             acts, idx = topk_select(self.pre_acts(x), self.cfg.k)
             recon = decode(acts, idx, self.W_dec) + self.b_dec
-        tv = total_variance(x)
+        tv = total_variance(x) if tv is None else tv
         residual = x - recon
         fvu = residual.pow(2).sum() / tv
         aux = self.aux_loss(x, residual, dead_mask, tv)
@@ -218,12 +222,13 @@ class BatchTopKSAE(TopKSAE):
     def reconstruct(self, x):
         return self.decode(self.encode(x))
 
-    def loss(self, x, dead_mask=None, *, sparse=True, auxk_coef=1 / 32, sparsity_coef=0.0):
+    def loss(self, x, dead_mask=None, *, sparse=True, auxk_coef=1 / 32, sparsity_coef=0.0,
+             tv=None):
         x = self._check(x)
         z = self.activation(self.pre_acts(x))
         recon = self.decode(z)
-        fvu = batch_fvu(x, recon)
-        aux = self.aux_loss(x, x - recon, dead_mask)
+        fvu = batch_fvu(x, recon, tv)
+        aux = self.aux_loss(x, x - recon, dead_mask, tv)
         return ForwardOutput(recon, fvu + auxk_coef * aux, fvu, aux,
                              (z > 0).sum(-1).float().mean(), (z > 0).any(0))
 
@@ -237,11 +242,12 @@ class ReLUSAE(SparseAutoencoder):
     def activation(self, pre):
         return pre.relu()
 
-    def loss(self, x, dead_mask=None, *, sparse=True, auxk_coef=1 / 32, sparsity_coef=5e-3):
+    def loss(self, x, dead_mask=None, *, sparse=True, auxk_coef=1 / 32, sparsity_coef=5e-3,
+             tv=None):
         x = self._check(x)
         z = self.encode(x)
         recon = self.decode(z)
-        fvu = batch_fvu(x, recon)
+        fvu = batch_fvu(x, recon, tv)
         l1 = (z * self.W_dec.norm(dim=1)).sum(-1).mean()
         return ForwardOutput(recon, fvu + sparsity_coef * l1, fvu, l1,
                              (z > 0).sum(-1).float().mean(), (z > 0).any(0))
@@ -302,12 +308,13 @@ class JumpReLUSAE(SparseAutoencoder):
     def activation(self, pre):
         return _JumpReLU.apply(pre.relu(), self.threshold, self.cfg.jumprelu_bandwidth)
 
-    def loss(self, x, dead_mask=None, *, sparse=True, auxk_coef=1 / 32, sparsity_coef=1e-3):
+    def loss(self, x, dead_mask=None, *, sparse=True, auxk_coef=1 / 32, sparsity_coef=1e-3,
+             tv=None):
         x = self._check(x)
         pre = self.pre_acts(x).relu()
         z = _JumpReLU.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)
         recon = self.decode(z)
-        fvu = batch_fvu(x, recon)
+        fvu = batch_fvu(x, recon, tv)
         l0 = _Step.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth).sum(-1).mean()
         return ForwardOutput(recon, fvu + sparsity_coef * l0, fvu, l0,
                              (z > 0).sum(-1).float().mean(), (z > 0).any(0))

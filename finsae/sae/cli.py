@@ -25,8 +25,14 @@ def register(subparsers) -> None:
     src.add_argument("--texts", metavar="N", type=int,
                      help="encode the first N bundled company descriptions with --model "
                           "(needs finsae.lm)")
+    src.add_argument("--store", metavar="DIR",
+                     help="an activation cache folder written by `finsae encode` (token level)")
     t.add_argument("--model", default="smollm2-135m", help="LM for --texts (default: %(default)s)")
     t.add_argument("--layer", type=int, default=15, help="decoder block (default: %(default)s)")
+    t.add_argument("--group", metavar="LAYERS", default=None,
+                   help="train one Group-SAE on these blocks (comma-separated, e.g. 3,4,5): "
+                        "token n comes from a random block of the group (with --texts or "
+                        "--store)")
     t.add_argument("--arch", default="topk", help="topk (default), batchtopk, relu, jumprelu")
     w = t.add_mutually_exclusive_group()
     w.add_argument("--d-sae", type=int, help="number of latents")
@@ -42,6 +48,10 @@ def register(subparsers) -> None:
     t.add_argument("--massive-factor", type=float, default=10.0,
                    help="drop tokens with norm above this multiple of the median (0: keep all)")
     t.add_argument("--checkpoint-every", type=int, default=None, metavar="TOKENS")
+    t.add_argument("--device", default="cpu",
+                   help="cpu, cuda, cuda:1 ... (default cpu). Under torchrun each process "
+                        "trains on its slice of every batch (backend nccl on CUDA, gloo on CPU; "
+                        "cuda means cuda:LOCAL_RANK) and rank 0 writes --out")
     t.add_argument("--out", required=True, metavar="DIR", help="output SAE folder")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -63,13 +73,13 @@ def register(subparsers) -> None:
     e.set_defaults(func=run_eval)
 
 
-def _load_lm(name: str):
+def _load_lm(name: str, device: str = "cpu"):
     try:
         from ..lm import load_lm
     except ImportError:
         raise DataError("the LM metrics need finsae.lm (activations capture), missing in this "
                         "install; use --no-lm or --activations") from None
-    return load_lm(name)
+    return load_lm(name, device=device)
 
 
 def _texts(n: int) -> list[str]:
@@ -81,16 +91,58 @@ def _texts(n: int) -> list[str]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from .. import dist
     from .config import SAEConfig, TrainConfig
     from .train import load_activations, train_sae
+    device = dist.setup(args.device)
+    try:
+        return _run_train(args, device)
+    finally:
+        dist.teardown()
+
+
+def _run_train(args: argparse.Namespace, device: str) -> int:
+    from .. import dist
+    from .config import SAEConfig, TrainConfig
+    from .train import load_activations, train_sae
+    group = None
+    if args.group is not None:
+        try:
+            group = [int(x) for x in args.group.split(",") if x.strip()]
+        except ValueError:
+            raise DataError(f"--group: expected block indices like 3,4,5, not {args.group!r}") \
+                from None
+        if not group:
+            raise DataError("--group: no blocks given")
+        if args.activations:
+            raise DataError("--group needs every block's activations: use --texts or --store")
+    layers = group or [args.layer]
     if args.activations:
         acts, meta = load_activations(args.activations), {"activations": args.activations}
     else:
-        from ..lm import encode_texts
-        lm = _load_lm(args.model)
-        acts = encode_texts(lm, _texts(args.texts), layers=[args.layer]).tokens(args.layer)
-        meta = {"model": lm.name, "texts": args.texts}
-    meta["layer"] = args.layer
+        if args.store:
+            from ..lm import ActivationStore
+            store = ActivationStore.open(args.store)
+            meta = {"store": args.store, "model": store.manifest.get("model")}
+        else:
+            from ..lm import encode_texts
+            with dist.main_first():  # rank 0 fills the model cache alone
+                lm = _load_lm(args.model, device)
+            store = encode_texts(lm, _texts(args.texts), layers=layers)
+            meta = {"model": lm.name, "texts": args.texts}
+        missing = [i for i in layers if i not in store.layers]
+        if missing:
+            raise DataError(f"blocks {missing} not in the activation store (it has "
+                            f"{store.layers})", path=store.path)
+        if group:
+            from .groups import group_tokens
+            acts = group_tokens({i: store.tokens(i) for i in group}, group, args.seed).float()
+        else:
+            acts = store.tokens(args.layer)
+    if group:
+        meta.update({"layers": group, "hook": "resid_post", "group_sae": True})
+    else:
+        meta["layer"] = args.layer
     d_in = acts.shape[1]
     d_sae = args.d_sae or args.expansion * d_in
     cfg = SAEConfig(d_in=d_in, d_sae=d_sae, arch=args.arch, k=args.k, meta=meta)
@@ -98,11 +150,13 @@ def run_train(args: argparse.Namespace) -> int:
                      b_dec_init=args.b_dec_init,
                      massive_factor=args.massive_factor or None,
                      checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
-    r = train_sae(acts, cfg, tc, out=args.out)
+    r = train_sae(acts, cfg, tc, out=args.out, device=device)
+    if not dist.is_main():
+        return 0
     summary = {"out": str(Path(args.out)), "tokens": r.tokens, "steps": r.steps,
                "seconds": round(r.seconds, 2), "tokens_per_second": round(r.tokens_per_second),
                "n_massive_dropped": r.n_massive_dropped, "n_tokens_seen": r.n_tokens_seen,
-               "dead_fraction": r.dead_fraction,
+               "dead_fraction": r.dead_fraction, "processes": dist.world_size(),
                "final_fvu": r.history[-1]["fvu"] if r.history else None}
     print(json.dumps(summary, indent=2) if args.json else
           "\n".join(f"{k}: {v}" for k, v in summary.items()))

@@ -104,6 +104,16 @@ def run_groups(args) -> int:
 
 
 def run_transfer(args) -> int:
+    from .. import dist
+    dist.setup("cpu")  # under torchrun: data-parallel fine-tuning (train_sae), rank 0 saves
+    try:
+        return _run_transfer(args)
+    finally:
+        dist.teardown()
+
+
+def _run_transfer(args) -> int:
+    from .. import dist
     from .config import TrainConfig
     from .groups import transfer_sae
     from .io import load_sae
@@ -120,6 +130,8 @@ def run_transfer(args) -> int:
     out = {"init": str(args.init), "out": str(Path(args.out)), "tokens": r.tokens,
            "seconds": r.seconds, "fvu_no_finetune": before["fvu"], "fvu": after["fvu"],
            "l0": after["l0"], "dead_fraction": after["dead_fraction"]}
+    if not dist.is_main():
+        return 0
     if args.json:
         json.dump(out, sys.stdout, indent=1)
         print()

@@ -66,16 +66,29 @@ def _scatter_mm(values: Tensor, perm: Tensor, coo_idx: Tensor, dense: Tensor, d_
     return torch.sparse.mm(S, dense)
 
 
-def _sampled_dot(grad: Tensor, W_dec: Tensor, idx: Tensor) -> Tensor:
-    """[N, k]: <grad[n], W_dec[idx[n, s]]>, computed only at the selected entries."""
+def _sampled_dot(grad: Tensor, W_dec: Tensor, idx: Tensor,
+                 sort_columns: bool | None = None) -> Tensor:
+    """[N, k]: <grad[n], W_dec[idx[n, s]]>, computed only at the selected entries.
+
+    sort_columns: build the CSR mask with each row's column indices sorted (cuSPARSE's SDDMM
+    behind `sampled_addmm` on CUDA expects canonical CSR) and put the values back in the
+    order of `idx`. None: only on CUDA; the CPU kernel takes the unsorted rows as they are.
+    """
     n, k = idx.shape
+    if sort_columns is None:
+        sort_columns = idx.device.type == "cuda"
+    order = None
+    if sort_columns:
+        idx, order = idx.sort(dim=1)
     crow = torch.arange(0, n * k + 1, k, device=idx.device)
     with warnings.catch_warnings():  # "CSR support is in beta", once per process otherwise
         warnings.simplefilter("ignore", UserWarning)
         mask = torch.sparse_csr_tensor(crow, idx.reshape(-1), grad.new_zeros(n * k),
                                        (n, W_dec.shape[0]), check_invariants=False)
-    out = torch.sparse.sampled_addmm(mask, grad, W_dec.t(), beta=0.0)
-    return out.values().view(n, k)
+    out = torch.sparse.sampled_addmm(mask, grad, W_dec.t(), beta=0.0).values().view(n, k)
+    if order is not None:
+        out = torch.empty_like(out).scatter_(1, order, out)
+    return out
 
 
 class _TopKSAE(torch.autograd.Function):

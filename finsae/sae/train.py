@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
+from .. import dist
 from ..data.errors import DataError
 from .architectures import SparseAutoencoder, build_sae
 from .config import SAEConfig, TrainConfig, default_lr
@@ -81,10 +82,24 @@ class Batches:
     A tensor is reshuffled each epoch with a seeded generator. A stream goes through a
     shuffling buffer of `buffer_tokens`, refilled when half empty, so consecutive tokens of
     one text rarely share a batch. Massive tokens are dropped and counted in `n_dropped`.
+
+    Data parallel (`world_size` > 1): `batch_size` is the global batch and each rank yields
+    its own `batch_size // world_size` rows of it. With a tensor every rank draws the same
+    seeded permutation and takes slice `rank` of each global batch, so the ranks together see
+    exactly the batches of a single process. A stream is split by chunk (chunk i goes to rank
+    i % world_size), each rank shuffling its own chunks.
     """
 
     def __init__(self, source, batch_size: int, *, seed: int = 0, buffer_tokens: int = 2**18,
-                 massive_factor: float | None = 10.0):
+                 massive_factor: float | None = 10.0, rank: int = 0, world_size: int = 1):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise DataError(f"rank {rank} out of range for world size {world_size}")
+        if batch_size % world_size:
+            raise DataError(f"the batch size {batch_size} must be a multiple of the number of "
+                            f"processes ({world_size})")
+        self.rank, self.world_size = rank, world_size
+        self.local_batch = batch_size // world_size
+        self._chunk = 0
         self.batch_size, self.buffer_tokens = batch_size, buffer_tokens
         self.massive_factor = massive_factor
         self.g = torch.Generator().manual_seed(seed)
@@ -114,6 +129,10 @@ class Batches:
     def _pull(self) -> Tensor | None:
         try:
             chunk = next(self.stream)
+            while self.world_size > 1 and self._chunk % self.world_size != self.rank:
+                self._chunk += 1
+                chunk = next(self.stream)
+            self._chunk += 1
         except StopIteration:
             return None
         chunk = torch.as_tensor(chunk).float()
@@ -154,17 +173,19 @@ class Batches:
     def __iter__(self) -> Iterator[Tensor]:
         if self.tensor is not None:
             t, B = self.tensor, self.batch_size
+            a, b = self.rank * self.local_batch, (self.rank + 1) * self.local_batch
             while True:
                 perm = torch.randperm(len(t), generator=self.g)
                 for s in range(0, len(t) - B + 1, B):
-                    yield t[perm[s:s + B]]
+                    yield t[perm[s:s + B]] if self.world_size == 1 else t[perm[s + a:s + b]]
+        b = self.local_batch
         while True:
             if self.buffer is None or len(self.buffer) < self.buffer_tokens // 2:
                 self._fill()
-            if self.buffer is None or len(self.buffer) < self.batch_size:
+            if self.buffer is None or len(self.buffer) < b:
                 return
-            yield self.buffer[:self.batch_size]
-            self.buffer = self.buffer[self.batch_size:]
+            yield self.buffer[:b]
+            self.buffer = self.buffer[b:]
 
 
 # --- training -------------------------------------------------------------------------------
@@ -205,12 +226,29 @@ def folded_copy(sae: SparseAutoencoder, scale: float) -> SparseAutoencoder:
 
 def train_sae(source, sae_cfg: SAEConfig | dict | None = None,
               train_cfg: TrainConfig | None = None, *, out: str | Path | None = None,
-              resume: str | Path | None = None, d_sae: int | None = None) -> TrainResult:
+              resume: str | Path | None = None, d_sae: int | None = None,
+              device: str | torch.device | None = None) -> TrainResult:
     """Train an SAE on `source`: a [n, d] tensor, a safetensors path/folder, or an iterable of
-    [n, d] chunks (e.g. `stream_activations`). Saves to `out` (finsae layout) when given."""
+    [n, d] chunks (e.g. `stream_activations`). Saves to `out` (finsae layout) when given.
+
+    device: where the SAE and its batches live (default cpu; the activations stay on the CPU
+    and each batch is copied over). The returned SAE is on the CPU.
+
+    Data parallel: when a `torch.distributed` process group is up (``torchrun``, see
+    `finsae.dist`), each rank trains on its slice of every global batch of `batch_size` rows;
+    the total variance that normalises the FVU is taken over the global batch, the gradients
+    are averaged with one all-reduce per step (together with the fired-latent counts and the
+    batch metrics), so the decoder projections, Adam and the dead-latent counters stay
+    identical on every rank and the run matches a single process on the same global batches
+    up to float rounding. Only rank 0 writes `out` and checkpoints. BatchTopK's batch-level
+    top-k is taken per rank (its threshold is averaged), so it is an approximation there.
+    """
     tc = train_cfg or TrainConfig()
+    world, rank = dist.world_size(), dist.rank()
+    device = torch.device("cpu" if device is None else device)
+    on_cpu = device.type == "cpu"
     batches = Batches(source, tc.batch_size, seed=tc.seed, buffer_tokens=tc.buffer_tokens,
-                      massive_factor=tc.massive_factor)
+                      massive_factor=tc.massive_factor, rank=rank, world_size=world)
     sample = batches.peek(65536)
     d_in = sample.shape[1]
     if sae_cfg is None or isinstance(sae_cfg, dict):
@@ -230,12 +268,21 @@ def train_sae(source, sae_cfg: SAEConfig | dict | None = None,
             sae.b_dec.copy_(geometric_median(init))
         elif tc.b_dec_init == "mean":
             sae.b_dec.copy_(init.mean(0))
+    if not on_cpu:
+        sae.to(device)
+    if world > 1:  # a streamed source samples per rank: rank 0's scale and init are used
+        scale = float(dist.broadcast_(torch.tensor([scale], dtype=torch.float64,
+                                                   device=device))[0])
+        with torch.no_grad():
+            for t in sae.state_dict().values():
+                dist.broadcast_(t)
     lr = tc.lr if tc.lr is not None else default_lr(sae_cfg.d_sae)
     opt = _adam(list(sae.parameters()), lr)
-    since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long)
+    since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
     tokens = steps = 0
     if resume is not None:
-        state = torch.load(Path(resume) / "trainer.pt", weights_only=True)  # no pickled code
+        state = torch.load(Path(resume) / "trainer.pt", weights_only=True,  # no pickled code
+                           map_location=device)
         sae.load_state_dict(state["sae"])
         opt.load_state_dict(state["opt"])
         since_fired, tokens, steps, scale = (state["since_fired"], state["tokens"],
@@ -245,7 +292,7 @@ def train_sae(source, sae_cfg: SAEConfig | dict | None = None,
     sparsity = tc.l1_coef if sae_cfg.arch == "relu" else tc.l0_coef
     history: list[dict] = []
     bar = None
-    if tc.progress:
+    if tc.progress and rank == 0:
         from tqdm.auto import tqdm
         bar = tqdm(total=tc.tokens, initial=tokens, unit="tok", unit_scale=True, desc="sae")
     next_ckpt = (tokens // tc.checkpoint_every + 1) * tc.checkpoint_every \
@@ -257,42 +304,108 @@ def train_sae(source, sae_cfg: SAEConfig | dict | None = None,
         try:
             x = next(it)
         except StopIteration:
+            x = None
+        if x is not None:
+            if not on_cpu:
+                x = x.to(device, non_blocking=True)
+            if scale != 1.0:
+                x = x * scale
+        tv = None
+        if world > 1:  # every rank stops when one runs out (a stream split unevenly)
+            tv = _global_variance(x, d_in, device, world)
+            if tv is None:
+                break
+        elif x is None:
             break
-        if scale != 1.0:
-            x = x * scale
         dead = since_fired >= dead_window
         o = sae.loss(x, dead if sae_cfg.arch in ("topk", "batchtopk") else None,
-                     sparse=tc.sparse_kernels, auxk_coef=tc.auxk_coef, sparsity_coef=sparsity)
+                     sparse=tc.sparse_kernels, auxk_coef=tc.auxk_coef, sparsity_coef=sparsity,
+                     tv=tv)
         o.loss.backward()
+        if world > 1:
+            fired, fvu, l0 = _all_reduce_step(sae, o, world)
+        else:
+            fired, fvu, l0 = o.fired, float(o.fvu.detach()), float(o.l0)
         sae.remove_gradient_parallel_to_decoder_directions()
         opt.step()
         opt.zero_grad(set_to_none=True)
         sae.set_decoder_norm_to_unit_norm()
-        since_fired += len(x)
-        since_fired[o.fired] = 0
-        tokens += len(x)
+        n_batch = len(x) * world
+        since_fired += n_batch
+        since_fired[fired] = 0
+        tokens += n_batch
         steps += 1
-        now = {"fvu": float(o.fvu.detach()), "l0": float(o.l0), "dead": float(dead.float().mean())}
+        now = {"fvu": fvu, "l0": l0, "dead": float(dead.float().mean())}
         ema = now if ema is None else {k: 0.9 * ema[k] + 0.1 * v for k, v in now.items()}
         if steps % 10 == 0 or tokens >= tc.tokens:
             history.append({"tokens": tokens, **now})
         if bar is not None:
-            bar.update(len(x))
+            bar.update(n_batch)
             bar.set_postfix(fvu=f"{ema['fvu']:.3f}", l0=f"{ema['l0']:.1f}",
                             dead=f"{ema['dead']:.3f}", refresh=False)
         if next_ckpt is not None and out is not None and tokens >= next_ckpt:
-            _checkpoint(Path(out) / "checkpoints" / f"tokens_{tokens}", sae, opt, since_fired,
-                        tokens, steps, scale, batches, sae_cfg, tc)
+            if rank == 0:
+                _checkpoint(Path(out) / "checkpoints" / f"tokens_{tokens}", sae, opt, since_fired,
+                            tokens, steps, scale, batches, sae_cfg, tc)
             next_ckpt += tc.checkpoint_every
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
-    result = TrainResult(folded_copy(sae, scale), tokens, steps, seconds, scale,
-                         batches.n_dropped, batches.n_seen,
+    n_dropped, n_seen = batches.n_dropped, batches.n_seen
+    if world > 1 and batches.tensor is None:  # each rank counted its own chunks
+        c = dist.all_reduce_(torch.tensor([n_dropped, n_seen], dtype=torch.float64,
+                                          device=device))
+        n_dropped, n_seen = int(c[0]), int(c[1])
+    folded = folded_copy(sae, scale)
+    result = TrainResult(folded if on_cpu else folded.cpu(), tokens, steps, seconds, scale,
+                         n_dropped, n_seen,
                          float((since_fired >= dead_window).float().mean()), history)
-    if out is not None:
+    if out is not None and rank == 0:
         save_sae(result.sae, out, extra=_provenance(result, tc, dead_window))
+    dist.barrier()  # the saved folder is complete when any rank returns
     return result
+
+
+def _global_variance(x: Tensor | None, d: int, device, world: int) -> Tensor | None:
+    """The global batch's total variance / world, from one all-reduce of [sum x, sum |x|^2,
+    n, ranks with a batch] in float64; None when some rank has no batch left.
+
+    Each rank's FVU is then world * SSE_rank / TV_global, so the mean over ranks of the local
+    losses (and of their gradients) is the global batch's loss (and gradient)."""
+    v = torch.zeros(d + 3, dtype=torch.float64, device=device)
+    if x is not None:
+        xd = x.to(device=device, dtype=torch.float64)
+        v[:d] = xd.sum(0)
+        v[d] = xd.pow(2).sum()
+        v[d + 1] = len(x)
+        v[d + 2] = 1
+    dist.all_reduce_(v)
+    if int(v[d + 2]) < world:
+        return None
+    tv = (v[d] - v[:d].pow(2).sum() / v[d + 1]).clamp_min(1e-12)
+    return (tv / world).float()
+
+
+def _all_reduce_step(sae: SparseAutoencoder, o, world: int) -> tuple[Tensor, float, float]:
+    """One all-reduce of [gradients, float buffers, fired, fvu, l0]: gradients and buffers
+    (BatchTopK's threshold) are averaged, fired latents OR-ed, fvu and l0 averaged."""
+    params = list(sae.parameters())
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    bufs = [b for b in sae.buffers() if b.is_floating_point()]
+    parts = [p.grad.reshape(-1) for p in params] + [b.reshape(-1) for b in bufs]
+    parts += [o.fired.to(params[0].dtype), o.fvu.detach().reshape(1).to(params[0].dtype),
+              o.l0.detach().reshape(1).to(params[0].dtype)]
+    flat = dist.all_reduce_(torch.cat(parts))
+    i = 0
+    with torch.no_grad():
+        for t in [p.grad for p in params] + bufs:
+            t.copy_(flat[i:i + t.numel()].view_as(t) / world)
+            i += t.numel()
+    d = o.fired.numel()
+    fired = flat[i:i + d] > 0
+    return fired, float(flat[i + d]) / world, float(flat[i + d + 1]) / world
 
 
 def _provenance(r: TrainResult, tc: TrainConfig, dead_window: int) -> dict:

@@ -36,6 +36,21 @@ YEARS = IN_SAMPLE + OUT_OF_SAMPLE
 
 # ----------------------------------------------------------------------------- returns panel
 
+def universe_of(returns: pd.DataFrame, universe: Iterable[str] | None) -> pd.Index:
+    """The tickers to score: `universe` (default: every column of `returns`), each with a
+    return column, no duplicates; `returns` must be indexed by date."""
+    if not isinstance(returns.index, pd.DatetimeIndex):
+        raise DataError("returns must have a DatetimeIndex")
+    tickers = pd.Index(returns.columns if universe is None else list(universe))
+    if tickers.has_duplicates:
+        raise DataError(f"duplicate ticker {tickers[tickers.duplicated()][0]} in the universe")
+    missing = tickers.difference(returns.columns)
+    if len(missing):
+        raise DataError(f"{len(missing)} universe ticker(s) without returns, e.g. "
+                        f"{', '.join(missing[:5])}")
+    return tickers
+
+
 class ReturnPanel:
     """Per-year return correlation matrices of a fixed universe.
 
@@ -50,16 +65,7 @@ class ReturnPanel:
                  years: Iterable[int] = YEARS, freq: str = "M"):
         if freq not in ("M", "D"):
             raise ValueError(f"freq must be 'M' or 'D', not {freq!r}")
-        if not isinstance(returns.index, pd.DatetimeIndex):
-            raise DataError("returns must have a DatetimeIndex")
-        tickers = pd.Index(returns.columns if universe is None else list(universe))
-        if tickers.has_duplicates:
-            raise DataError(f"duplicate ticker {tickers[tickers.duplicated()][0]} in the universe")
-        missing = tickers.difference(returns.columns)
-        if len(missing):
-            raise DataError(f"{len(missing)} universe ticker(s) without returns, e.g. "
-                            f"{', '.join(missing[:5])}")
-        self.tickers = tickers
+        tickers = self.tickers = universe_of(returns, universe)
         self.freq = freq
         self.years: list[int] = []
         self._pos: dict[int, np.ndarray] = {}

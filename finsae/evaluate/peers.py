@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.errors import DataError
-from .meancorr import IN_SAMPLE, OUT_OF_SAMPLE, YEARS
+from .meancorr import IN_SAMPLE, OUT_OF_SAMPLE, YEARS, universe_of
 
 #: neighbours in a kNN peer set (evaluation.md: kNN-10)
 KNN = 10
@@ -64,16 +64,7 @@ class PeerPanel:
 
     def __init__(self, daily_returns: pd.DataFrame, universe: Iterable[str] | None = None,
                  years: Iterable[int] = YEARS):
-        if not isinstance(daily_returns.index, pd.DatetimeIndex):
-            raise DataError("daily returns must have a DatetimeIndex")
-        tickers = pd.Index(daily_returns.columns if universe is None else list(universe))
-        if tickers.has_duplicates:
-            raise DataError(f"duplicate ticker {tickers[tickers.duplicated()][0]} in the universe")
-        missing = tickers.difference(daily_returns.columns)
-        if len(missing):
-            raise DataError(f"{len(missing)} universe ticker(s) without returns, e.g. "
-                            f"{', '.join(missing[:5])}")
-        self.tickers = tickers
+        tickers = self.tickers = universe_of(daily_returns, universe)
         self.years: list[int] = []
         self._pos: dict[int, np.ndarray] = {}
         self._R: dict[int, np.ndarray] = {}    # demeaned daily returns, T x n

@@ -172,3 +172,16 @@ def test_bad_vectors_raise_one_clear_error():
         cl.kmeans(X, 0)
     with pytest.raises(DataError, match="at least 2"):
         cl.agglomerative(X.iloc[:1], 1)
+
+
+def test_ward_on_normalised_vectors_finds_the_blocks():
+    import numpy as np
+    import pandas as pd
+    from finsae import cluster as cl
+    rng = np.random.default_rng(0)
+    base = np.eye(3) * 5
+    X = np.vstack([base[i] + rng.random((4, 3)) * 0.3 for i in range(3)])
+    V = pd.DataFrame(X * rng.uniform(0.5, 3, (12, 1)), index=[f"T{i}" for i in range(12)])
+    part = cl.agglomerative(V, 3, linkage="ward")  # scale-free: rows are L2-normalised first
+    assert part.groupby(part).size().tolist() == [4, 4, 4]
+    assert all(part.iloc[4 * g:4 * g + 4].nunique() == 1 for g in range(3))

@@ -172,6 +172,9 @@ def check_run_config(cfg, path=None):
     if s.layer in s.extra_layers or len(set(s.extra_layers)) != len(s.extra_layers):
         raise DataError("[sae] extra_layers must not repeat a block (nor [sae] layer)",
                         path=path)
+    if s.extra_layers and s.path is not None:
+        raise DataError("[sae] path gives one SAE for one block: it cannot be combined with "
+                        "[sae] extra_layers (each extra block trains its own SAE)", path=path)
     integer(s.max_tokens, "[sae] max_tokens", minimum=1, path=path)
     choice(s.arch, "[sae] arch", ARCHS, path=path)
     integer(s.d_sae, "[sae] d_sae", minimum=1, path=path)

@@ -361,10 +361,8 @@ def evaluate_methods(ctx: EvalContext, names, log=None) -> Evaluation:
         peers[name] = peer_score(m, ctx)
         if log:
             log(f"{name}: {time.perf_counter() - t0:.1f}s")
-    if BASELINE not in peers:
-        peers_base = peer_score(resolve(BASELINE, ctx), ctx)
-    else:
-        peers_base = peers[BASELINE]
+    if BASELINE not in peers:  # scored for the paired comparisons even when not listed
+        peers[BASELINE] = peer_score(resolve(BASELINE, ctx), ctx)
     restricted = {}
     for name, m in resolved.items():
         if m.notes.get("algorithm") != "mst_threshold":
@@ -375,6 +373,4 @@ def evaluate_methods(ctx: EvalContext, names, log=None) -> Evaluation:
             if o.notes.get("algorithm") == "mst_threshold" and other != name:
                 continue
             restricted[name][other] = score(o, ctx, within=cover, name=f"{other} within {name}")
-    # the baseline is scored for the paired comparisons even when it is not a listed method
-    peers.setdefault(BASELINE, peers_base)
     return Evaluation(results, peers, resolved, restricted)

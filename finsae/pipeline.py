@@ -174,8 +174,9 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
     from .data import load_companies, load_prices
     out = Path(out)
     check_run_config(config)
-    for layer in [config.sae.layer, *config.sae.extra_layers]:
-        check_layer_in_model(config.sae.model, layer)
+    check_layer_in_model(config.sae.model, config.sae.layer)
+    for layer in config.sae.extra_layers:
+        check_layer_in_model(config.sae.model, layer, "[sae] extra_layers")
     t_start = time.perf_counter()
     cfg = config
     companies = load_companies(cfg.data.companies, vintage=cfg.data.vintage)
@@ -404,8 +405,9 @@ def register(sub) -> None:
 
 def _main(args) -> int:
     cfg = RunConfig.load(args.config)
-    for layer in [cfg.sae.layer, *cfg.sae.extra_layers]:
-        check_layer_in_model(cfg.sae.model, layer, path=args.config)
+    check_layer_in_model(cfg.sae.model, cfg.sae.layer, path=args.config)
+    for layer in cfg.sae.extra_layers:
+        check_layer_in_model(cfg.sae.model, layer, "[sae] extra_layers", path=args.config)
     if args.print_config:
         print(cfg.to_toml())
         return 0

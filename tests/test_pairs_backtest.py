@@ -10,6 +10,8 @@ from finsae.pairs.select import (MethodContext, SelectionConfig, candidate_pairs
                                  resolve_partition, select_pairs)
 from finsae.pairs.strategy import StrategyConfig
 
+from synthetic_markets import cointegrated_market
+
 F, TR = 120, 60  # short windows keep the tests fast
 SEL = SelectionConfig(top_n=2, lags=1, half_life_range=None, hurst_max=None)
 
@@ -21,18 +23,7 @@ def _config(**strategy):
 
 
 def _market(T=F + 2 * TR, n=3, seed=0):
-    """Pairs (A0,B0), (A1,B1), ...: B = 1.5 A + 2 + AR(1) noise (cointegrated); C* walks."""
-    rng = np.random.default_rng(seed)
-    idx = pd.bdate_range("2010-01-04", periods=T)
-    cols = {}
-    for i in range(n):
-        a = 50 + np.cumsum(rng.normal(scale=0.5, size=T))
-        e = np.zeros(T)
-        for t in range(1, T):
-            e[t] = 0.5 * e[t - 1] + rng.normal(scale=0.5)
-        cols[f"A{i}"], cols[f"B{i}"] = a, 1.5 * a + 2 + e
-        cols[f"C{i}"] = 60 + np.cumsum(rng.normal(scale=0.5, size=T))
-    return pd.DataFrame(cols, index=idx)
+    return cointegrated_market(T, n, seed, phi=0.5)
 
 
 def _one_pair_market(k=20, dev=3.0, seed=1):

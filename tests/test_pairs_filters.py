@@ -13,22 +13,13 @@ from finsae.pairs.select import (Neighbours, SelectionConfig, benjamini_hochberg
                                  candidate_pairs, filter_pairs, rank_pairs, select_pairs)
 from finsae.pairs.strategy import StrategyConfig
 
+from synthetic_markets import cointegrated_market
+
 F, TR = 120, 60
 
 
 def _market(T=F + 2 * TR, n=3, seed=0):
-    """Pairs (A_i, B_i): B = 1.5 A + 2 + AR(1) noise (cointegrated); C_i random walks."""
-    rng = np.random.default_rng(seed)
-    idx = pd.bdate_range("2010-01-04", periods=T)
-    cols = {}
-    for i in range(n):
-        a = 50 + np.cumsum(rng.normal(scale=0.5, size=T))
-        e = np.zeros(T)
-        for t in range(1, T):
-            e[t] = 0.5 * e[t - 1] + rng.normal(scale=0.5)
-        cols[f"A{i}"], cols[f"B{i}"] = a, 1.5 * a + 2 + e
-        cols[f"C{i}"] = 60 + np.cumsum(rng.normal(scale=0.5, size=T))
-    return pd.DataFrame(cols, index=idx)
+    return cointegrated_market(T, n, seed, phi=0.5)
 
 
 def test_benjamini_hochberg_known_answer_and_statsmodels():

@@ -12,21 +12,13 @@ from finsae.pairs.backtest import (BacktestConfig, bootstrap_sharpe, combine_see
 from finsae.pairs.select import MethodContext, SelectionConfig, resolve_partition
 from finsae.pairs.tearsheet import rolling_sharpe, tear_sheet, trade_stats
 
+from synthetic_markets import cointegrated_market
+
 F, TR = 120, 60
 
 
 def _market(T=F + 2 * TR, n=4, seed=4):
-    rng = np.random.default_rng(seed)
-    idx = pd.bdate_range("2010-01-04", periods=T)
-    cols = {}
-    for i in range(n):
-        a = 50 + np.cumsum(rng.normal(scale=0.5, size=T))
-        e = np.zeros(T)
-        for t in range(1, T):
-            e[t] = 0.7 * e[t - 1] + rng.normal(scale=0.5)
-        cols[f"A{i}"], cols[f"B{i}"] = a, 1.5 * a + 2 + e
-        cols[f"C{i}"] = 60 + np.cumsum(rng.normal(scale=0.5, size=T))
-    return pd.DataFrame(cols, index=idx)
+    return cointegrated_market(T, n, seed, phi=0.7)
 
 
 def test_stationary_bootstrap_indices():

@@ -53,6 +53,13 @@ def _one_error(err: str, *needles):
     ('[backtest]\nmethods = ["sae", "tfidf_mst"]\n', "unknown method 'tfidf_mst'"),
     ("[backtest]\ntop_n = -2\n", "[backtest] top_n must be positive"),
     ("[backtest]\nfees_bps = -10\n", "[backtest] fees_bps must be at least 0"),
+    ("[sae]\nextra_layers = 25\n", "[sae] extra_layers must be a list"),
+    ("[sae]\nextra_layers = [99]\n", "[sae] extra_layers = 99 is out of range"),
+    ("[sae]\nlayer = 5\nextra_layers = [5]\n", "must not repeat a block"),
+    ('[sae]\ntrain_text = "web"\n', "[sae] train_text must be one of"),
+    ('[features]\ntf = "log"\n', "[features] tf must be one of"),
+    ("[features]\ntop_n = 0\n", "[features] top_n must be positive"),
+    ('[evaluate]\nlinkage = "median"\n', "[evaluate] linkage must be one of"),
     ('[backtest]\nstart = "notadate"\n', "[backtest] start must be a date"),
     ('[backtest]\nstart = "2020-01-01"\nend = "2019-01-01"\n', "is after [backtest] end"),
 ])

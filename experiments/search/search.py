@@ -31,7 +31,7 @@ import torch
 from finsae import cluster as cl
 from finsae.data import evaluation_universe, load_companies, load_prices, partition
 from finsae.data.paths import cache_dir
-from finsae.evaluate import IN_SAMPLE, OUT_OF_SAMPLE, YEARS, PeerPanel, ReturnPanel
+from finsae.evaluate import IN_SAMPLE, YEARS, PeerPanel, ReturnPanel
 from finsae.evaluate.meancorr import screened_returns
 
 HERE = Path(__file__).resolve().parent

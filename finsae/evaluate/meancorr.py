@@ -51,6 +51,19 @@ def universe_of(returns: pd.DataFrame, universe: Iterable[str] | None) -> pd.Ind
     return tickers
 
 
+def partition_codes(partition: pd.Series, tickers: pd.Index) -> np.ndarray:
+    """Integer cluster codes of `partition` (a Series ticker -> label) over `tickers`
+    (-1 = unclustered / not in the partition)."""
+    if not isinstance(partition, pd.Series):
+        raise DataError(f"a partition must be a pandas Series ticker -> label, "
+                        f"got {type(partition).__name__}")
+    if partition.index.has_duplicates:
+        raise DataError(f"duplicate ticker {partition.index[partition.index.duplicated()][0]}"
+                        " in the partition")
+    codes, _ = pd.factorize(partition.reindex(tickers), use_na_sentinel=True)
+    return codes
+
+
 class ReturnPanel:
     """Per-year return correlation matrices of a fixed universe.
 
@@ -108,15 +121,7 @@ class ReturnPanel:
 
     def codes(self, partition: pd.Series) -> np.ndarray:
         """Integer cluster codes over `tickers` (-1 = unclustered / not in the partition)."""
-        if not isinstance(partition, pd.Series):
-            raise DataError(f"a partition must be a pandas Series ticker -> label, "
-                            f"got {type(partition).__name__}")
-        if partition.index.has_duplicates:
-            raise DataError(f"duplicate ticker {partition.index[partition.index.duplicated()][0]}"
-                            " in the partition")
-        lab = partition.reindex(self.tickers)
-        codes, _ = pd.factorize(lab, use_na_sentinel=True)
-        return codes
+        return partition_codes(partition, self.tickers)
 
     def cluster_stats(self, partition, years: Iterable[int] | None = None) -> pd.DataFrame:
         """Per year and scored cluster: size, pairs, sum and mean of within-cluster correlation.
@@ -139,8 +144,8 @@ class ReturnPanel:
         memo: dict[tuple, tuple] = {}
         ks = []
         for y in years:
-            part = _for_year(partition, y)
-            only = None if within is None else _for_year(within, y)
+            part = for_year(partition, y)
+            only = None if within is None else for_year(within, y)
             key = (id(part), id(only))
             if key not in memo:
                 full = self.codes(part)
@@ -218,7 +223,8 @@ def screened_returns(prices: pd.DataFrame, tickers: Iterable[str] | None = None,
     return log_returns(sub, freq, **kw)
 
 
-def _for_year(partition, year: int):
+def for_year(partition, year: int):
+    """The partition of `year` (a dict year -> partition), or the partition itself."""
     if isinstance(partition, Mapping):
         if year not in partition:
             raise DataError(f"the partition has no clusters for {year}")

@@ -25,14 +25,15 @@ each year's returns once; scoring a peer structure is a few dense matrix product
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from ..data.errors import DataError
-from .meancorr import IN_SAMPLE, OUT_OF_SAMPLE, YEARS, universe_of
+from .meancorr import (IN_SAMPLE, OUT_OF_SAMPLE, YEARS, for_year, partition_codes,
+                       universe_of)
 
 #: neighbours in a kNN peer set (evaluation.md: kNN-10)
 KNN = 10
@@ -122,14 +123,7 @@ class PeerPanel:
 
     # ---- peer sets as row-stochastic weight matrices over the year's participants ---------
     def _codes(self, labels: pd.Series, year: int) -> np.ndarray:
-        if not isinstance(labels, pd.Series):
-            raise DataError(f"a partition must be a pandas Series ticker -> label, "
-                            f"got {type(labels).__name__}")
-        if labels.index.has_duplicates:
-            raise DataError(f"duplicate ticker {labels.index[labels.index.duplicated()][0]} "
-                            "in the partition")
-        codes, _ = pd.factorize(labels.reindex(self.tickers), use_na_sentinel=True)
-        return codes[self._pos[year]]
+        return partition_codes(labels, self.tickers)[self._pos[year]]
 
     @staticmethod
     def _same(codes: np.ndarray) -> np.ndarray:
@@ -139,14 +133,14 @@ class PeerPanel:
 
     def partition_peers(self, partition, year: int) -> np.ndarray:
         """Boolean n x n peer matrix: i's cluster-mates among the year's participants."""
-        return self._same(self._codes(_for_year(partition, year), year))
+        return self._same(self._codes(for_year(partition, year), year))
 
     def hierarchy_peers(self, levels: Sequence[pd.Series], year: int) -> np.ndarray:
         """Peers at the finest level (of `levels`, finest first) where a firm has any."""
         A = np.zeros((len(self._pos[year]),) * 2, dtype=bool)
         todo = np.ones(len(A), dtype=bool)
         for labels in levels:
-            B = self._same(self._codes(_for_year(labels, year), year))
+            B = self._same(self._codes(for_year(labels, year), year))
             take = todo & B.any(axis=1)
             A[take] = B[take]
             todo &= ~take
@@ -289,14 +283,6 @@ def _delta_r2(Y: np.ndarray, M: np.ndarray, P: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         full = np.where(den > 1e-12, (r1 * r1 + r2 * r2 - 2 * r1 * r2 * r12) / den, r1 * r1)
     return np.maximum(full - r1 * r1, 0.0)
-
-
-def _for_year(partition, year: int):
-    if isinstance(partition, Mapping):
-        if year not in partition:
-            raise DataError(f"the partition has no clusters for {year}")
-        return partition[year]
-    return partition
 
 
 METRICS = ("peer_r2", "excess_r2", "delta_r2", "knn_r2", "knn_corr")

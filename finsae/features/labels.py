@@ -39,6 +39,16 @@ def short_label(top_tokens: Sequence[str], n: int = 3) -> str:
     return " / ".join(best)
 
 
+def _example(tl, token_strings, doc, r: int, value: float, context: int) -> dict:
+    """Token row r in its context: up to `context` tokens either side, within its document."""
+    d = doc[r]
+    a, b = max(int(tl.offsets[d]), r - context), min(int(tl.offsets[d + 1]), r + context + 1)
+    return {"ticker": str(tl.tickers[d]), "token": token_strings[r],
+            "context": ["".join(token_strings[a:r]), token_strings[r],
+                        "".join(token_strings[r + 1:b])],
+            "activation": round(value, 4)}
+
+
 def latent_labels(tl: TokenLatents, token_strings: Sequence[str], *,
                   pooled: pd.DataFrame | None = None, names: Mapping | None = None,
                   latents: Sequence[int] | None = None, n_examples: int = 10,
@@ -81,16 +91,8 @@ def latent_labels(tl: TokenLatents, token_strings: Sequence[str], *,
             if len(picked) >= n_label:
                 break
         label = short_label([(words or token_strings)[rows[o]] for o in picked])
-        examples = []
-        for o in picked[:n_examples]:
-            r = int(rows[o])
-            d = doc[r]
-            a, b = max(int(tl.offsets[d]), r - context), min(int(tl.offsets[d + 1]), r + context + 1)
-            examples.append({
-                "ticker": str(tl.tickers[d]), "token": token_strings[r],
-                "context": ["".join(token_strings[a:r]), token_strings[r],
-                            "".join(token_strings[r + 1:b])],
-                "activation": round(float(vals[o]), 4)})
+        examples = [_example(tl, token_strings, doc, int(rows[o]), float(vals[o]), context)
+                    for o in picked[:n_examples]]
         companies, doc_freq = [], 0.0
         if j in cols:
             col = P[:, cols[j]]
@@ -348,16 +350,8 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
                 f = lambda r: window_match(ph, [W.words[w] for w in W.window(int(W.wid[r]))])
                 score = round(_auroc([f(rows[o]) for o in pos], [f(r) for r in neg]), 4)
                 n_used = [len(pos), len(neg)]
-        examples = []
-        for o in best[:n_examples]:
-            r = int(rows[o])
-            d = doc[r]
-            a, b = max(int(tl.offsets[d]), r - context), min(int(tl.offsets[d + 1]), r + context + 1)
-            examples.append({
-                "ticker": str(tl.tickers[d]), "token": token_strings[r],
-                "context": ["".join(token_strings[a:r]), token_strings[r],
-                            "".join(token_strings[r + 1:b])],
-                "activation": round(float(vals[o]), 4)})
+        examples = [_example(tl, token_strings, doc, int(rows[o]), float(vals[o]), context)
+                    for o in best[:n_examples]]
         contexts = [{"ticker": str(tl.tickers[doc[rows[o]]]),
                      "text": W.text(int(W.wid[rows[o]])),
                      "activation": round(float(vals[o]), 4)} for o in best[:n_contexts]]

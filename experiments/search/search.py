@@ -94,20 +94,25 @@ def _periods(table: pd.DataFrame, col: str, ctx: Context, name: str | None = Non
 
 # ----------------------------------------------------------------------------- activations
 
-def store_for(texts: list[str], layers, lm=None):
-    """The cached activation store of `texts` (encode.py writes it): found by its texts, so a
-    change of the model fingerprint's definition does not force a re-encode."""
-    from finsae.lm.store import ActivationStore
-    root = cache_dir("activations")
-    for manifest in root.glob("*/manifest.json"):
+def _store_folder(texts: list[str], layers) -> Path | None:
+    """The activation cache folder written by encode.py for these texts and layers (found by
+    its texts, so a change of the model fingerprint's definition does not force a re-encode)."""
+    for manifest in cache_dir("activations").glob("*/manifest.json"):
         m = json.loads(manifest.read_text())
-        if m.get("n_texts") != len(texts) or sorted(m.get("layers", [])) != sorted(layers):
-            continue
-        store = ActivationStore.open(manifest.parent)
-        if store.texts == list(texts):
-            return store, None
-    raise SystemExit(f"no complete activation store for these {len(texts)} texts at layers "
-                     f"{list(layers)}: run experiments/search/encode.py first")
+        if m.get("n_texts") == len(texts) and sorted(m.get("layers", [])) == sorted(layers) \
+                and json.loads((manifest.parent / "texts.json").read_text()) == list(texts):
+            return manifest.parent
+    return None
+
+
+def store_for(texts: list[str], layers, lm=None):
+    """The complete cached activation store of `texts` (encode.py writes it)."""
+    from finsae.lm.store import ActivationStore
+    folder = _store_folder(texts, layers)
+    if folder is None:
+        raise SystemExit(f"no activation store for these {len(texts)} texts at layers "
+                         f"{list(layers)}: run experiments/search/encode.py first")
+    return ActivationStore.open(folder), None
 
 
 # ----------------------------------------------------------------------------- SAEs
@@ -116,20 +121,16 @@ def corpus_tokens(texts, layers, layer) -> torch.Tensor:
     """Corpus activations at `layer`: the whole store, or (while encode.py is still running)
     its finished shards, i.e. the first texts of the corpus in order."""
     from finsae.lm.store import read_shard
-    root = cache_dir("activations")
-    for manifest in root.glob("*/manifest.json"):
-        m = json.loads(manifest.read_text())
-        if m.get("n_texts") != len(texts) or sorted(m.get("layers", [])) != sorted(layers):
-            continue
-        parts = []
-        for sh in m["shards"]:
-            t = read_shard(manifest.parent / sh["file"])
-            if t is None:
-                break
-            parts.append(t[f"layer.{layer}"].float())
-        if parts:
-            return torch.cat(parts)
-    raise SystemExit("no corpus activations: run experiments/search/encode.py --which corpus")
+    folder = _store_folder(texts, layers)
+    parts = []
+    for sh in (json.loads((folder / "manifest.json").read_text())["shards"] if folder else []):
+        t = read_shard(folder / sh["file"])
+        if t is None:
+            break
+        parts.append(t[f"layer.{layer}"].float())
+    if not parts:
+        raise SystemExit("no corpus activations: run experiments/search/encode.py --which corpus")
+    return torch.cat(parts)
 
 
 def corpus_texts(n: int | None = None) -> list[str]:

@@ -74,7 +74,7 @@ def matched_k(labels: Partition, universe: Iterable[str] | None = None) -> int:
     return int(s.dropna().nunique())
 
 
-def _cosine_distance_matrix(X: np.ndarray) -> np.ndarray:
+def cosine_distance_matrix(X: np.ndarray) -> np.ndarray:
     if (np.linalg.norm(X, axis=1) == 0).any():
         raise DataError("a company vector is all zeros: cosine distance is undefined")
     D = cosine_distances(X)
@@ -135,7 +135,7 @@ def mst_threshold_path(vectors, thetas: Iterable[float], *,
     """`mst_threshold` for every theta of a grid, from one MST."""
     if distances is None:
         X, index = as_matrix(vectors)
-        D = _cosine_distance_matrix(X)
+        D = cosine_distance_matrix(X)
     else:
         D = np.asarray(distances, dtype=float)
         index = pd.Index(vectors.index) if isinstance(vectors, (pd.DataFrame, pd.Series)) \
@@ -156,7 +156,7 @@ class MSTThreshold:
 
     def fit(self, X, y=None):
         Xm, index = as_matrix(X)
-        D = _cosine_distance_matrix(Xm)
+        D = cosine_distance_matrix(Xm)
         i, j, z, mu, sd = mst_edges(D)
         keep = z <= self.theta
         self.labels_ = _components(len(D), i, j, keep)
@@ -190,7 +190,7 @@ def agglomerative(vectors, n_clusters: int, *, linkage: str = "average",
     elif metric == "cosine":
         model = AgglomerativeClustering(n_clusters=n_clusters, linkage=linkage,
                                         metric="precomputed")
-        codes = model.fit_predict(_cosine_distance_matrix(X))
+        codes = model.fit_predict(cosine_distance_matrix(X))
     else:
         model = AgglomerativeClustering(n_clusters=n_clusters, linkage=linkage, metric=metric)
         codes = model.fit_predict(X)
@@ -255,22 +255,34 @@ def return_clusters(daily_returns: pd.DataFrame, years: Iterable[int], n_cluster
     of those days (others are unclustered that year). Pairwise-complete correlations.
     """
     out: dict[int, Partition] = {}
-    idx = daily_returns.index
     for y in years:
-        window = daily_returns.loc[(idx.year >= y - lookback) & (idx.year < y)]
-        if len(window) < 20:
+        start, end = pd.Timestamp(y - lookback, 1, 1), pd.Timestamp(y - 1, 12, 31)
+        if len(daily_returns.loc[start:end]) < 20:
             raise DataError(f"return clusters for {y} need daily returns of {y - lookback}-{y - 1}"
-                            f", found {len(window)} days")
-        ok = window.notna().mean() >= min_coverage
-        w = window.loc[:, ok & (window.std() > 0)]
-        C = np.nan_to_num(pairwise_corr(w.to_numpy(dtype=float), min_periods=20), nan=0.0)
-        D = np.clip(1.0 - C, 0.0, 2.0)
-        np.fill_diagonal(D, 0.0)
-        k = min(n_clusters, len(D))
-        codes = AgglomerativeClustering(n_clusters=k, linkage=linkage,
-                                        metric="precomputed").fit_predict(D)
-        out[int(y)] = _labels_series(codes, w.columns)
+                            f", found {len(daily_returns.loc[start:end])} days")
+        out[int(y)] = window_return_clusters(daily_returns, start, end, n_clusters,
+                                             min_coverage=min_coverage, linkage=linkage)
     return out
+
+
+def window_return_clusters(daily_returns: pd.DataFrame, start, end, n_clusters: int, *,
+                           min_coverage: float = 0.8, linkage: str = "average") -> Partition:
+    """Clusters of the return correlations of the window [start, end] only: agglomerative
+    clustering (`linkage`) on 1 - Pearson correlation of the daily log returns, K =
+    `n_clusters` (at most the companies present). A company takes part with returns on at
+    least `min_coverage` of the window's days; pairwise-complete correlations."""
+    window = daily_returns.loc[pd.Timestamp(start):pd.Timestamp(end)]
+    ok = window.notna().mean() >= min_coverage
+    w = window.loc[:, ok & (window.std() > 0)]
+    if w.shape[1] < 2:
+        return pd.Series(dtype=object, name="cluster")
+    C = np.nan_to_num(pairwise_corr(w.to_numpy(dtype=float), min_periods=20), nan=0.0)
+    D = np.clip(1.0 - C, 0.0, 2.0)
+    np.fill_diagonal(D, 0.0)
+    k = min(n_clusters, len(D))
+    codes = AgglomerativeClustering(n_clusters=k, linkage=linkage,
+                                    metric="precomputed").fit_predict(D)
+    return _labels_series(codes, w.columns)
 
 
 def pairwise_corr(X: np.ndarray, min_periods: int = 1) -> np.ndarray:

@@ -133,17 +133,8 @@ RUN_VECTORS = ("sae", "embedding", "hidden", "tfidf")
 
 
 def _evaluate_method_known(name: str) -> bool:
-    from .methods import SUFFIXES, known_methods
-    base = name.partition("@")[0] if not name.startswith("random") else name
-    if base in known_methods():
-        return True
-    vec = next((base[: -len(s)] for s in SUFFIXES if base.endswith(s)), base)
-    return vec in RUN_VECTORS
-
-
-def _backtest_method_known(name: str) -> bool:
-    from .pairs.select import METHODS
-    return name in METHODS or name in RUN_VECTORS
+    from .methods import is_known
+    return is_known(name, RUN_VECTORS)
 
 
 def check_run_config(cfg, path=None):
@@ -197,20 +188,9 @@ def check_run_config(cfg, path=None):
     if f.top_n is not None:
         integer(f.top_n, "[features] top_n", minimum=1, path=path)
 
+    e.check(lambda name: f"[evaluate] {name}", path)
     str_list(e.methods, "[evaluate] methods", _evaluate_method_known, path=path)
-    years = year_pair(e.years, "[evaluate] years", path=path)
-    fit = year_pair(e.fit_years, "[evaluate] fit_years", path=path)
-    if not (years[0] <= fit[0] and fit[1] <= years[1]):
-        raise DataError(f"[evaluate] fit_years {list(fit)} must lie within years {list(years)}",
-                        path=path)
-    integer(e.n_seeds, "[evaluate] n_seeds", minimum=1, path=path)
-    choice(e.linkage, "[evaluate] linkage", ("average", "ward", "complete", "single"),
-           path=path)
-
-    str_list(b.methods, "[backtest] methods", _backtest_method_known, path=path)
-    integer(b.top_n, "[backtest] top_n", minimum=1, path=path)
-    number(b.fees_bps, "[backtest] fees_bps", minimum=0, path=path)
-    date_range(b.start, b.end, "[backtest] start", "[backtest] end", path=path)
+    b.check(lambda name: f"[backtest] {name}", path)
     return cfg
 
 
@@ -226,10 +206,9 @@ def check_layer_in_model(model: str, layer: int, where: str = "[sae] layer", *, 
 def check_run_inputs(cfg, prices) -> None:
     """The prices cover the evaluated years and one backtest window, else one error naming
     the price file and its date range (before any stage runs)."""
-    from .evaluate_cli import check_price_years
-    from .pairs.backtest import BacktestConfig
-    from .pairs.cli import check_history
+    from .methods.context import check_price_years
+    from .pairs.compare import check_history
     source = str(prices.attrs.get("source", cfg.data.prices))
     y0, y1 = cfg.evaluate.years
     check_price_years(prices, range(y0, y1 + 1), source)
-    check_history(prices, BacktestConfig(start=cfg.backtest.start, end=cfg.backtest.end), source)
+    check_history(prices, cfg.backtest.to_config(), source)

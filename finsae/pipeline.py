@@ -24,7 +24,12 @@ import pandas as pd
 
 from .config_check import check_layer_in_model, check_run_config, check_run_inputs
 from .data.errors import DataError
+from .methods import EvaluateConfig
+from .pairs.compare import BacktestSettings
 from .stages import StageResult, run_stage, stable_hash
+
+#: the layout version of the evaluate and backtest stage folders (part of their cache keys)
+STAGE_LAYOUT = 2
 
 
 @dataclass
@@ -84,30 +89,10 @@ class FeatureSection:
     top_n: int | None = None
 
 
-@dataclass
-class EvaluateSection:
-    methods: list[str] = field(default_factory=lambda: [
-        "sae", "hidden", "tfidf", "minilm", "gics_sub_industry", "gics_industry", "gics_sector",
-        "sic4", "sic2", "returns", "random", "one_cluster"])
-    #: scored years and the in-sample years that fix every choice
-    years: tuple[int, int] = (2001, 2020)
-    fit_years: tuple[int, int] = (2001, 2010)
-    #: random partitions averaged
-    n_seeds: int = 100
-    #: agglomerative linkage of the vector methods on cosine distance: average, ward (on
-    #: L2-normalised vectors), complete (chosen on 2001-2010: experiments/results/search.md)
-    linkage: str = "average"
-
-
-@dataclass
-class BacktestSection:
-    methods: list[str] = field(default_factory=lambda: [
-        "sae", "embedding", "gics", "sic", "returns", "random"])
-    top_n: int = 20
-    fees_bps: float = 10.0
-    #: first / last date used (None: the whole price history)
-    start: str | None = None
-    end: str | None = None
+#: what `finsae run` scores and trades: its own feature set adds the hidden-state baseline
+RUN_EVALUATE_METHODS = ["sae", "hidden", "tfidf", "minilm", "gics_sub_industry", "gics_industry",
+                        "gics_sector", "sic4", "sic2", "returns", "random", "one_cluster"]
+RUN_BACKTEST_METHODS = ["sae", "embedding", "gics", "sic", "returns", "random"]
 
 
 @dataclass
@@ -115,8 +100,10 @@ class RunConfig:
     data: DataSection = field(default_factory=DataSection)
     sae: SAESection = field(default_factory=SAESection)
     features: FeatureSection = field(default_factory=FeatureSection)
-    evaluate: EvaluateSection = field(default_factory=EvaluateSection)
-    backtest: BacktestSection = field(default_factory=BacktestSection)
+    evaluate: EvaluateConfig = field(
+        default_factory=lambda: EvaluateConfig(methods=list(RUN_EVALUATE_METHODS)))
+    backtest: BacktestSettings = field(
+        default_factory=lambda: BacktestSettings(methods=list(RUN_BACKTEST_METHODS)))
 
     @classmethod
     def load(cls, path: str | Path | None) -> "RunConfig":
@@ -134,12 +121,13 @@ class RunConfig:
             if not isinstance(section, dict):
                 raise DataError(f"{f.name} must be a table ([{f.name}] followed by its "
                                 f"settings), got {section!r}", path=path)
-            names = {g.name for g in dataclasses.fields(f.default_factory())}
+            base = f.default_factory()  # the section's dataclass with the run's defaults
+            names = {g.name for g in dataclasses.fields(base)}
             unknown = set(section) - names
             if unknown:
                 raise DataError(f"unknown key(s) {', '.join(sorted(unknown))} in [{f.name}]; "
                                 f"known: {', '.join(sorted(names))}", path=path)
-            kw[f.name] = f.default_factory(**section)  # the section's dataclass
+            kw[f.name] = dataclasses.replace(base, **section)
         if raw:
             raise DataError(f"unknown section(s) {', '.join(raw)}; known: "
                             f"{', '.join(g.name for g in dataclasses.fields(cls))}", path=path)
@@ -260,64 +248,36 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
     s_feat = stage("features", {**dataclasses.asdict(cfg.features),
                                "max_tokens": cfg.sae.max_tokens}, [s_sae], features)
 
-    # 3. MeanCorr evaluation of every method on one universe
+    # 3. every method scored on one universe: peer metrics and MeanCorr
+    def universe_of(fs):
+        from .data import evaluation_universe
+        return [t for t in evaluation_universe(companies, prices) if t in fs.tickers]
+
     def evaluate(folder: Path):
-        from .evaluate_cli import write_outputs
         from .features.store import FeatureSet
         from .methods import EvalContext, evaluate_methods
         fs = FeatureSet.load(s_feat.path / "features", labels=False)
-        y0, y1 = cfg.evaluate.years
-        f0, f1 = cfg.evaluate.fit_years
-        from .data import evaluation_universe
-        universe = [t for t in evaluation_universe(companies, prices) if t in fs.tickers]
-        ctx = EvalContext(companies, prices, universe=universe, years=tuple(range(y0, y1 + 1)),
-                          fit_years=tuple(range(f0, f1 + 1)), n_seeds=cfg.evaluate.n_seeds,
-                          linkage=cfg.evaluate.linkage)
-        for name, V in fs.vectors.items():  # the vectors of this run, not a global cache
-            ctx.cache["minilm" if name == "embedding" else name] = V.loc[ctx.universe]
+        ctx = EvalContext.from_config(companies, prices, cfg.evaluate, universe=universe_of(fs),
+                                      features=fs)  # the vectors of this run
         ev = evaluate_methods(ctx, cfg.evaluate.methods)
-        payload = {"universe": len(ctx.universe), "k": ctx.k, "linkage": ctx.linkage,
-                   "baseline": ev.baseline, "methods": ev.method_dicts()}
-        write_outputs(folder, ev.table(), ev.results, ev.resolved, ev.restricted, payload, ctx,
-                      ev.peers)
+        ev.save(folder, cfg.evaluate.ci_by, cfg.evaluate.n_boot)
 
-    s_eval = stage("evaluate", {**dataclasses.asdict(cfg.evaluate), **inputs}, [s_feat],
-                   evaluate)
+    s_eval = stage("evaluate", {**dataclasses.asdict(cfg.evaluate), **inputs,
+                                "layout": STAGE_LAYOUT}, [s_feat], evaluate)
 
     # 4. walk-forward pairs backtest per method
     def backtest(folder: Path):
-        from .data import clean_prices, evaluation_universe
         from .features.store import FeatureSet
-        from .pairs import BacktestConfig, SelectionConfig, run_backtest, sharpe_difference
-        from .pairs.backtest import method_context
-        from .pairs.cli import write_outputs
-        from .pairs.select import _vector_clusters, resolve_partition
-        from .pairs.strategy import StrategyConfig
+        from .jsonable import write_json
+        from .pairs.compare import backtest_methods
         fs = FeatureSet.load(s_feat.path / "features", labels=False)
-        bt = BacktestConfig(start=cfg.backtest.start, end=cfg.backtest.end,
-                            selection=SelectionConfig(top_n=cfg.backtest.top_n),
-                            strategy=StrategyConfig(fees=cfg.backtest.fees_bps / 1e4))
-        traded = clean_prices(prices)
-        universe = [t for t in evaluation_universe(companies, prices) if t in fs.tickers]
-        ctx = method_context(companies, traded, universe, 0, bt)
-        parts = {}
-        for m in cfg.backtest.methods:
-            if m in fs.vectors:
-                parts[m] = _vector_clusters(m, lambda c, V=fs.vectors[m]: V)(ctx)
-            else:
-                parts[m] = resolve_partition(m, ctx)
-        res = run_backtest(traded, parts, universe, bt)
-        base = "gics" if "gics" in parts else next(iter(parts))
-        tests = {m: {"baseline": base, **sharpe_difference(res.returns[m], res.returns[base],
-                                                           "memmel")._asdict()}
-                 for m in parts if m != base}
-        summary = {"methods": {m: {k: (float(v) if math.isfinite(v) else None)
-                                   for k, v in res.metrics.loc[m].items()} for m in parts},
-                   "period": [str(res.returns.index[0].date()), str(res.returns.index[-1].date())],
-                   "n_periods": len(res.periods), "universe": len(universe)}
-        write_outputs(folder, res, summary, tests)
+        report = backtest_methods(companies, prices, cfg.backtest, universe=universe_of(fs),
+                                  features=fs)
+        report.save(folder)
+        write_json(folder / "summary.json", report.summary())
 
-    s_bt = stage("backtest", {**dataclasses.asdict(cfg.backtest), **inputs}, [s_feat], backtest)
+    s_bt = stage("backtest", {**dataclasses.asdict(cfg.backtest), **inputs,
+                              "layout": STAGE_LAYOUT}, [s_feat], backtest)
 
     # 5. the run folder and the report
     metrics = _collect(cfg, companies, prices, s_sae, s_eval, s_bt)
@@ -370,9 +330,11 @@ def _won(m: dict) -> dict:
 
 def _collect(cfg, companies, prices, s_sae, s_eval, s_bt) -> dict:
     ev = json.loads((s_eval.path / "results.json").read_text())
-    bt = json.loads((s_bt.path / "backtest.json").read_text())
+    bt = json.loads((s_bt.path / "summary.json").read_text())
     sae = json.loads((s_sae.path / "sae_stats.json").read_text())
     sae.pop("seconds", None)  # timings vary between runs; metrics.json must not
+    for extra in sae.get("extra_layers", {}).values():
+        extra.pop("seconds", None)
     return {
         "inputs": {"companies": cfg.data.companies or "bundled:data/companies.csv",
                    "description_vintage": companies.attrs.get("vintage"),
@@ -382,41 +344,11 @@ def _collect(cfg, companies, prices, s_sae, s_eval, s_bt) -> dict:
                      "years": list(cfg.evaluate.years),
                      "out_of_sample": [cfg.evaluate.fit_years[1] + 1, cfg.evaluate.years[1]]},
         "sae": sae,
-        "evaluate": {"universe": ev["universe"], "k": ev["k"], "linkage": ev.get("linkage"),
+        "evaluate": {"universe": ev["universe"]["n_companies"], "k": ev["protocol"]["k"],
+                     "linkage": ev["protocol"]["linkage"],
                      "methods": {n: {k: m.get(k) for k in METRIC_KEYS}
                                  for n, m in ev["methods"].items()},
                      "vs_gics": {n: _won(m) for n, m in ev["methods"].items()
                                  if "vs_baseline" in m}},
         "backtest": bt,
     }
-
-
-def register(sub) -> None:
-    p = sub.add_parser("run", help="the main job: encode, SAE, features, evaluate, backtest, "
-                                   "report (every stage cached)")
-    p.add_argument("--config", metavar="FILE", default=None,
-                   help="TOML file with [data], [sae], [features], [evaluate], [backtest] "
-                        "tables (default: the built-in defaults; see config.toml of a run)")
-    p.add_argument("--out", metavar="DIR", default="runs/main", help="run folder")
-    p.add_argument("--print-config", action="store_true",
-                   help="print the effective config as TOML and exit")
-    p.set_defaults(func=_main)
-
-
-def _main(args) -> int:
-    cfg = RunConfig.load(args.config)
-    check_layer_in_model(cfg.sae.model, cfg.sae.layer, path=args.config)
-    for layer in cfg.sae.extra_layers:
-        check_layer_in_model(cfg.sae.model, layer, "[sae] extra_layers", path=args.config)
-    if args.print_config:
-        print(cfg.to_toml())
-        return 0
-    existed = Path(args.out).exists()
-    try:
-        run(cfg, args.out, log=lambda s: print(s, file=sys.stderr, flush=True))
-    except BaseException:  # a failed run leaves no partial run folder behind
-        if not existed:
-            shutil.rmtree(args.out, ignore_errors=True)
-        raise
-    print(f"{args.out}/report.html")
-    return 0

@@ -77,7 +77,7 @@ def test_mst_handles_duplicate_vectors():
 def test_agglomerative_matches_scipy_average_linkage():
     X, truth = _blobs(sizes=(6, 5, 4, 3), noise=0.3, seed=1)
     ours = cl.agglomerative(X, 4)
-    D = squareform(cl._cosine_distance_matrix(X.to_numpy()), checks=False)
+    D = squareform(cl.cosine_distance_matrix(X.to_numpy()), checks=False)
     ref = pd.Series(fcluster(linkage(D, "average"), 4, "maxclust"), index=X.index)
     assert _same_partition(ours, ref)
     assert _same_partition(ours, truth)

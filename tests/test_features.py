@@ -320,7 +320,6 @@ def test_sae_method_in_evaluate_and_backtest_registries():
     copy when nothing was built), clustered like every other vector method."""
     from finsae.data import evaluation_universe, load_companies, load_prices
     from finsae.methods import EvalContext, resolve
-    from finsae.pairs.select import MethodContext, resolve_partition
 
     companies, prices = load_companies(), load_prices()
     universe = evaluation_universe(companies, prices)
@@ -328,5 +327,8 @@ def test_sae_method_in_evaluate_and_backtest_registries():
     assert ctx.vectors("sae").shape[0] == len(universe)
     m = resolve("sae", ctx)
     assert m.partition.nunique() == ctx.k == 127
-    part = resolve_partition("sae", MethodContext(companies, prices, universe))
+    from finsae.pairs.compare import backtest_context
+    from finsae.pairs.backtest import BacktestConfig
+    part = resolve("sae", backtest_context(companies, prices, universe, BacktestConfig())
+                   ).partition_at("2015-01-01", "2015-12-31")
     assert part.nunique() == 127 and set(part.index) == set(universe)

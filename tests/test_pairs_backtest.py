@@ -4,13 +4,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from finsae.data.errors import DataError
+from finsae.methods import EvalContext, resolve
 from finsae.pairs.backtest import (BacktestConfig, run_backtest, sharpe_difference,
                                    walk_forward_periods)
-from finsae.pairs.select import (MethodContext, SelectionConfig, candidate_pairs,
-                                 resolve_partition, select_pairs)
+from finsae.pairs.select import SelectionConfig, candidate_pairs, select_pairs
 from finsae.pairs.strategy import StrategyConfig
-
 from synthetic_markets import cointegrated_market
+
+
+def MethodContext(companies, prices, universe, seed=0):
+    """The methods' context of a backtest on synthetic data (per-window methods)."""
+    return EvalContext(companies, prices, universe=universe, seed=seed, n_seeds=1,
+                       windows_only=True)
+
+
+def resolve_partition(name, ctx):
+    m = resolve(name, ctx)
+    return m.seed(0) if isinstance(m.partition, list) else m
+
 
 F, TR = 120, 60  # short windows keep the tests fast
 SEL = SelectionConfig(top_n=2, lags=1, half_life_range=None, hurst_max=None)
@@ -158,11 +170,12 @@ def test_partitions_and_candidates():
                         index=list("PQRSTU"))
     ctx = MethodContext(comp, pd.DataFrame(), list("PQRSTU"), seed=1)
     g = resolve_partition("gics", ctx)
-    assert candidate_pairs(g) == [("P", "Q"), ("P", "R"), ("Q", "R"), ("S", "T")]
-    r = resolve_partition("random", ctx)
-    assert sorted(r.value_counts()) == sorted(g.value_counts())
-    assert len(candidate_pairs(resolve_partition("sic", ctx))) == 1 + 3
-    with pytest.raises(ValueError, match="unknown method"):
+    assert candidate_pairs(g.partition) == [("P", "Q"), ("P", "R"), ("Q", "R"), ("S", "T")]
+    r = resolve_partition("random", ctx).partition
+    assert sorted(r.value_counts()) == sorted(g.partition.value_counts())
+    assert len(candidate_pairs(resolve_partition("sic", ctx).partition)) == 1 + 3
+    assert resolve_partition("gics_sub_industry", ctx).name == "gics_sub_industry"
+    with pytest.raises(DataError, match="unknown method"):
         resolve_partition("nope", ctx)
 
 

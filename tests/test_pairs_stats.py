@@ -9,7 +9,8 @@ import pytest
 
 from finsae.pairs.backtest import (BacktestConfig, bootstrap_sharpe, combine_seeds,
                                    run_backtest, stationary_bootstrap_indices)
-from finsae.pairs.select import MethodContext, SelectionConfig, resolve_partition
+from finsae.methods import EvalContext, resolve
+from finsae.pairs.select import SelectionConfig
 from finsae.pairs.tearsheet import rolling_sharpe, tear_sheet, trade_stats
 
 from synthetic_markets import cointegrated_market
@@ -69,9 +70,9 @@ def test_random_baseline_over_seeds():
     comp = pd.DataFrame({"gics_sub_industry": [c[1] for c in universe]}, index=universe)
     parts = {}
     for s in range(3):
-        parts[f"random_s{s}"] = resolve_partition("random", MethodContext(comp, prices,
-                                                                          universe, seed=s))
-    parts["gics"] = resolve_partition("gics", MethodContext(comp, prices, universe))
+        ctx = EvalContext(comp, prices, universe=universe, seed=s, n_seeds=1)
+        parts[f"random_s{s}"] = resolve("random", ctx).seed(0).partition
+    parts["gics"] = resolve("gics", EvalContext(comp, prices, universe=universe)).partition
     cfg = BacktestConfig(formation_days=F, trading_days=TR, step_days=TR,
                          sp500_membership=False,
                          selection=SelectionConfig(top_n=2, lags=1, half_life_range=None))

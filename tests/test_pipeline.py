@@ -84,3 +84,36 @@ def test_config_errors(tmp_path):
     bad.write_text("[sae\n")
     with pytest.raises(DataError, match="not a readable TOML"):
         RunConfig.load(bad)
+
+
+def _assert_same(a, b, where="metrics.json"):
+    """Equal JSON: the same keys, strings and counts; floats equal to 1e-7 relative (byte-
+    identical on the machine that wrote the reference; the tolerance absorbs another CPU's
+    BLAS rounding)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), (where, set(a) ^ set(b))
+        for k in a:
+            _assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-7, abs=1e-12), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.integration
+def test_small_run_metrics_unchanged_by_the_layout_redesign(tmp_path, capsys):
+    """The small configuration's metrics.json equals the one written before the layout
+    redesign (issue 13: one method registry, library code out of the CLI), made by commit
+    d0d24db with `finsae run --config tests/data/small_run.toml`."""
+    from pathlib import Path
+    data = Path(__file__).parent / "data"
+    assert main(["run", "--config", str(data / "small_run.toml"), "--out",
+                 str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    now = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    before = json.loads((data / "small_run_metrics.json").read_text())
+    _assert_same(now, before)

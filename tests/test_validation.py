@@ -47,10 +47,10 @@ def _one_error(err: str, *needles):
     ('[features]\npooling = "median"\n', "[features] pooling must be one of"),
     ('[features]\ncontent_only = "yes"\n', "[features] content_only must be true or false"),
     ("[features]\nmax_df = 2.0\n", "[features] max_df must be at most 1"),
-    ('[evaluate]\nmethods = ["sae", "gics"]\n', "unknown method 'gics'"),
+    ('[evaluate]\nmethods = ["sae", "gicz"]\n', "unknown method 'gicz'"),
     ("[evaluate]\nyears = [2020, 2001]\n", "first year 2020 is after last year 2001"),
     ("[evaluate]\nn_seeds = 0\n", "[evaluate] n_seeds must be positive"),
-    ('[backtest]\nmethods = ["sae", "tfidf_mst"]\n', "unknown method 'tfidf_mst'"),
+    ('[backtest]\nmethods = ["sae", "tfidf_mst"]\n', "tfidf_mst is chosen on the evaluation's in-sample"),
     ("[backtest]\ntop_n = -2\n", "[backtest] top_n must be positive"),
     ("[backtest]\nfees_bps = -10\n", "[backtest] fees_bps must be at least 0"),
     ("[sae]\nextra_layers = 25\n", "[sae] extra_layers must be a list"),
@@ -161,7 +161,7 @@ def test_evaluate_too_short_history_names_file_and_dates(capsys, short_prices):
 
 
 @pytest.mark.parametrize("opts,needle", [
-    (["--seeds", "0"], "--seeds must be positive"),
+    (["--seeds", "0"], "--n-seeds must be positive"),
     (["--k", "1"], "--k must be at least 2"),
     (["--min-coverage", "1.5"], "--min-coverage must be at most 1"),
 ])

@@ -2,7 +2,7 @@
 
 * `coint`: batched Engle-Granger (equal to statsmodels' `coint`), Johansen (equal to
   `coint_johansen`), GGR distance, half-life, Hurst, mean crossings, Ornstein-Uhlenbeck fit.
-* `select`: method registry (name -> partition or `Neighbours`), candidate pairs,
+* `select`: candidate pairs (from a `finsae.methods` grouping or `Neighbours`),
   formation-window selection rules ("eg", "johansen", "distance") and the pair filters
   (p-value, Benjamini-Hochberg, hedge sign, half-life, Hurst, mean crossings), each counted.
 * `hedge`: rolling-OLS and Kalman hedge ratios, each day's from prices up to that day.
@@ -10,7 +10,9 @@
 * `backtest`: walk-forward periods, vectorbt portfolio, metrics, Sharpe-difference tests,
   stationary block-bootstrap intervals, the random baseline averaged over seeds.
 * `tearsheet`: equity, drawdown, rolling Sharpe and trade statistics per strategy (PNG).
-* `cli`: ``finsae backtest``.
+* `compare`: `BacktestSettings`, `backtest_methods` (every method on one universe, seeds of
+  the random baseline averaged) and its `BacktestReport` (`to_dict`, `save`).
+* `report`: the files of a backtest (CSV, JSON, PNG, report.html).
 
 Nothing fitted on a trading window is used to trade it: hedge ratio, intercept, spread mean and
 standard deviation, the pair list and the return-correlation clusters all come from the
@@ -22,13 +24,14 @@ from .backtest import (BacktestConfig, BacktestResult, bootstrap_sharpe, combine
                        run_backtest, sharpe_difference)
 from .coint import (engle_granger, engle_granger_both, half_life, hurst_exponent, johansen,
                     mean_crossings, ou_fit, ssd_distance)
-from .select import (METHODS, Neighbours, SelectionConfig, benjamini_hochberg, filter_pairs,
-                     register_method, resolve_partition, select_pairs)
+from .compare import BacktestReport, BacktestSettings, backtest_methods
+from .select import (Neighbours, SelectionConfig, benjamini_hochberg, filter_pairs, partition_at,
+                     select_pairs)
 from .strategy import StrategyConfig, pair_positions
 
-__all__ = ["BacktestConfig", "BacktestResult", "METHODS", "Neighbours", "SelectionConfig",
+__all__ = ["BacktestConfig", "BacktestReport", "BacktestResult", "BacktestSettings",
+           "Neighbours", "SelectionConfig", "backtest_methods", "partition_at",
            "StrategyConfig", "benjamini_hochberg", "bootstrap_sharpe", "combine_seeds",
            "engle_granger", "engle_granger_both", "filter_pairs", "half_life", "hurst_exponent",
-           "johansen", "mean_crossings", "ou_fit", "pair_positions", "register_method",
-           "resolve_partition", "run_backtest", "select_pairs", "sharpe_difference",
+           "johansen", "mean_crossings", "ou_fit", "pair_positions", "run_backtest", "select_pairs", "sharpe_difference",
            "ssd_distance"]

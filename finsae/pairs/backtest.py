@@ -29,8 +29,8 @@ import pandas as pd
 from scipy.stats import norm
 
 from .hedge import dynamic_spread
-from .select import (MethodContext, Partition, SelectionConfig, candidate_pairs, partition_at,
-                     rank_pairs, test_pairs)
+from .select import (Partition, SelectionConfig, candidate_pairs, partition_at, rank_pairs,
+                     test_pairs)
 from .strategy import StrategyConfig, leg_orders, pair_positions, spread_zscore
 
 YEAR = 252
@@ -387,17 +387,6 @@ def sharpe_difference(a, b, method: str = "memmel", block: int = 21, n_boot: int
         raise ValueError(f"method must be 'memmel' or 'bootstrap', not {method!r}")
     return SharpeDifference(float(sr[0] * ann), float(sr[1] * ann), float(diff * ann), float(z),
                             float(p), method, T)
-
-
-def method_context(companies: pd.DataFrame, prices: pd.DataFrame, universe, seed: int = 0,
-                   config: BacktestConfig = BacktestConfig()) -> MethodContext:
-    """A `MethodContext` whose `eligible` applies the backtest's own eligibility rule."""
-    members = None
-    if config.sp500_membership:
-        from finsae.data.membership import sp500_members as members
-    ctx = MethodContext(companies, prices, list(universe), seed)
-    ctx.eligible = lambda s, e: eligible_tickers(prices, ctx.universe, s, e, members)
-    return ctx
 
 
 def stationary_bootstrap_indices(T: int, n_boot: int, block: float, rng) -> np.ndarray:

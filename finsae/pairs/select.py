@@ -1,14 +1,11 @@
 """Candidate pairs from a grouping method, and their formation-window selection.
 
-A *method* is a way to group companies: a name in `METHODS` mapped to a factory that, given a
-`MethodContext` (companies, prices, universe), returns a *partition*: either a ``pd.Series``
-ticker -> cluster label (static), or a callable ``(formation_start, formation_end) -> pd.Series``
-(time-varying; it must use nothing after ``formation_end``). Register new methods (embeddings,
-SAE features) with `register_method`.
-
-A factory may also return a `Neighbours` object (candidates = each company's top-k most
-similar companies by cosine similarity of vectors, among the eligible tickers) instead of a
-partition: ``sae_knn``, ``embedding_knn``, ``tfidf_knn``.
+Candidates come from a grouping method of the one registry (`finsae.methods.resolve`): a
+`Method`, whose ``partition_at(start, end)`` is the grouping in force for a formation window
+(built from data up to its end only), a plain ``pd.Series`` ticker -> cluster label, a callable
+``(formation_start, formation_end) -> pd.Series``, or a `Neighbours` object (candidates = each
+company's top-k most similar companies by cosine similarity, among the eligible tickers: the
+``*_knn`` methods).
 
 Selection, per formation window (`select_pairs`): candidates = pairs of tickers in the same
 cluster (or neighbours) among the eligible tickers; each pair gets the statistics of the
@@ -49,128 +46,20 @@ from .coint import (engle_granger_both, half_life, hurst_exponent, johansen,
 Partition = pd.Series | Callable[[pd.Timestamp, pd.Timestamp], pd.Series]
 
 
-@dataclass
-class MethodContext:
-    """What a method factory may use. `prices` are the (screened) prices the backtest trades;
-    `eligible(start, end)` lists the tickers a formation window may use (set by the backtest)."""
-
-    companies: pd.DataFrame
-    prices: pd.DataFrame
-    universe: list[str]
-    seed: int = 0
-    eligible: Callable[[pd.Timestamp, pd.Timestamp], list[str]] | None = None
-
-
-#: method name -> (factory(ctx) -> Partition, one-line description)
-METHODS: dict[str, tuple[Callable[[MethodContext], Partition], str]] = {}
-
-
-def register_method(name: str, description: str = ""):
-    """Decorator: ``@register_method("sae") def f(ctx) -> Partition``."""
-    def deco(factory):
-        METHODS[name] = (factory, description or (factory.__doc__ or "").strip().split("\n")[0])
-        return factory
-    return deco
-
-
-def resolve_partition(name: str, ctx: MethodContext) -> Partition:
-    """The partition of method `name` (a Series or a callable, see the module docstring)."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; available: {', '.join(METHODS)}")
-    return METHODS[name][0](ctx)
-
-
-def partition_at(partition: Partition, start, end) -> pd.Series:
+def partition_at(partition, start, end):
     """The ticker -> label Series (or `Neighbours`) in force for the formation window."""
-    part = partition(pd.Timestamp(start), pd.Timestamp(end)) if callable(partition) else partition
+    start, end = pd.Timestamp(start), pd.Timestamp(end)
+    if hasattr(partition, "partition_at"):  # a resolved `finsae.methods.Method`
+        part = partition.partition_at(start, end)
+    elif callable(partition) and not isinstance(partition, (pd.Series, Neighbours)):
+        part = partition(start, end)
+    else:
+        part = partition
     if isinstance(part, Neighbours):
         return part
     if not isinstance(part, pd.Series):
         raise TypeError(f"a partition must be a pd.Series ticker -> label, got {type(part)}")
     return part.dropna()
-
-
-def _classification(level: str):
-    def factory(ctx: MethodContext) -> pd.Series:
-        from finsae.data.classifications import partition
-        p = partition(ctx.companies, level)
-        return p[p.index.isin(ctx.universe)]
-    return factory
-
-
-for _name, _level, _desc in [
-        ("gics", "gics_sub_industry", "GICS sub-industry"),
-        ("gics_industry", "gics_industry", "GICS industry"),
-        ("sic", "sic4", "SIC 4-digit"),
-        ("sic2", "sic2", "SIC 2-digit")]:
-    register_method(_name, _desc)(_classification(_level))
-
-
-@register_method("random", "random partition with the GICS sub-industry cluster sizes (seeded)")
-def random_partition(ctx: MethodContext) -> pd.Series:
-    """GICS sub-industry labels shuffled over the universe: same cluster sizes, no information."""
-    gics = _classification("gics_sub_industry")(ctx)
-    rng = np.random.default_rng(ctx.seed)
-    return pd.Series(rng.permutation(gics.to_numpy()), index=gics.index, name="random")
-
-
-@register_method("returns", "average-linkage clusters of formation-window return correlations")
-def returns_partition(ctx: MethodContext) -> Callable[[pd.Timestamp, pd.Timestamp], pd.Series]:
-    """Clusters of daily log-return correlations over the formation window only: average linkage
-    on 1 - corr, cut at K = the number of GICS sub-industries among the clustered tickers."""
-    gics = _classification("gics_sub_industry")(ctx)
-
-    def at(start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:
-        from scipy.cluster.hierarchy import fcluster, linkage
-        from scipy.spatial.distance import squareform
-        tickers = ctx.eligible(start, end) if ctx.eligible else list(ctx.universe)
-        window = ctx.prices.loc[start:end, [t for t in tickers if t in ctx.prices.columns]]
-        window = window.loc[:, window.notna().all()]
-        r = np.log(window).diff().iloc[1:]
-        r = r.loc[:, r.std() > 0]
-        if r.shape[1] < 2:
-            return pd.Series(dtype=object, name="returns")
-        corr = np.corrcoef(r.to_numpy().T)
-        dist = np.clip(1.0 - corr, 0.0, 2.0)
-        np.fill_diagonal(dist, 0.0)
-        k = max(1, int(gics.reindex(r.columns).nunique()))
-        labels = fcluster(linkage(squareform(dist, checks=False), "average"), k, "maxclust")
-        return pd.Series(labels.astype(str), index=r.columns, name="returns")
-    return at
-
-
-def _vector_clusters(name: str, vectors: Callable[[MethodContext], pd.DataFrame]):
-    def factory(ctx: MethodContext) -> pd.Series:
-        from finsae.cluster import agglomerative
-        V = vectors(ctx)
-        V = V.loc[V.index.intersection(ctx.universe)]
-        k = int(_classification("gics_sub_industry")(ctx).nunique())
-        return agglomerative(V, k).rename(name)
-    return factory
-
-
-def _sae_vectors(ctx: MethodContext) -> pd.DataFrame:
-    from finsae.features.bundled import company_sae_vectors
-    return company_sae_vectors(ctx.companies)
-
-
-def _minilm_vectors(ctx: MethodContext) -> pd.DataFrame:
-    from finsae.features.baselines import minilm_embeddings
-    return minilm_embeddings(ctx.companies.loc[list(ctx.universe), "description"])
-
-
-# Text methods: average-linkage clusters on cosine distance at K = the number of GICS
-# sub-industries, as in `finsae evaluate`. The vectors come from descriptions of one vintage
-# (see the companies table), the same for every formation window.
-register_method("sae", "average-linkage clusters of SAE company features (K = GICS "
-                       "sub-industries)")(_vector_clusters("sae", _sae_vectors))
-register_method("embedding", "average-linkage clusters of MiniLM sentence embeddings (K = "
-                             "GICS sub-industries)")(_vector_clusters("embedding", _minilm_vectors))
-
-
-def _tfidf_vectors(ctx: MethodContext) -> pd.DataFrame:
-    from finsae.features.baselines import tfidf_vectors
-    return tfidf_vectors(ctx.companies.loc[list(ctx.universe), "description"])
 
 
 @dataclass
@@ -202,26 +91,6 @@ class Neighbours:
         names = V.index.to_numpy()
         out = {tuple(sorted((names[i], names[j]))) for i in range(n) for j in nn[i]}
         return sorted(out)
-
-
-def _vector_neighbours(vectors: Callable[[MethodContext], pd.DataFrame], k: int = 5):
-    def factory(ctx: MethodContext) -> Neighbours:
-        V = vectors(ctx)
-        return Neighbours(V.loc[V.index.intersection(ctx.universe)], k)
-    return factory
-
-
-#: neighbours per company of the *_knn methods (5 nearest: about 2.5-5 candidates a company,
-#: the same order as a GICS sub-industry's ~3-4 peers)
-KNN_K = 5
-register_method("sae_knn", f"top-{KNN_K} SAE-feature neighbours of each company (cosine)")(
-    _vector_neighbours(_sae_vectors, KNN_K))
-register_method("embedding_knn", f"top-{KNN_K} MiniLM neighbours of each company (cosine)")(
-    _vector_neighbours(_minilm_vectors, KNN_K))
-register_method("tfidf_knn", f"top-{KNN_K} TF-IDF neighbours of each company (cosine)")(
-    _vector_neighbours(_tfidf_vectors, KNN_K))
-register_method("tfidf", "average-linkage clusters of TF-IDF description vectors (K = GICS "
-                         "sub-industries)")(_vector_clusters("tfidf", _tfidf_vectors))
 
 
 def candidate_pairs(partition, tickers=None) -> list[tuple[str, str]]:

@@ -1,5 +1,6 @@
-"""The `finsae` command. Each verb lives beside the code it drives: a module in COMMANDS has
-``register(subparsers)`` adding its sub-command(s), with ``func(args) -> int`` set as default.
+"""The `finsae` command: one module per verb in this package, each with
+``register(subparsers)`` adding its sub-command(s) and ``func(args) -> int`` set as default;
+flags come from the library's config dataclasses (`options`), so each default is written once.
 Modules are imported only when their verb runs, so `finsae --help` stays fast."""
 
 from __future__ import annotations
@@ -9,34 +10,24 @@ import importlib
 import os
 import sys
 
-from .data.errors import DataError
+from ..data.errors import DataError
+from .common import common_inputs  # noqa: F401  (the verbs' modules outside this package)
 
 #: verb -> (module providing register(), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("finsae.data.cli", "validate inputs and print coverage"),
-    "backtest": ("finsae.pairs.cli", "cointegration pairs backtest per grouping method"),
+    "backtest": ("finsae.cli.backtest", "cointegration pairs backtest per grouping method"),
     "similar": ("finsae.features.lookup", "nearest companies by SAE features, with explanations"),
     "features": ("finsae.features.cli",
                  "build company features; show, export and explain SAE features"),
-    "cluster": ("finsae.cluster_cli", "cluster the universe (MST threshold, agglomerative, "
+    "cluster": ("finsae.cli.cluster", "cluster the universe (MST threshold, agglomerative, "
                                       "k-means, SIC/GICS labels)"),
-    "evaluate": ("finsae.evaluate_cli", "MeanCorr of clusters vs SIC, GICS, embeddings and "
-                                        "baselines"),
+    "evaluate": ("finsae.cli.evaluate", "peer R², kNN-10 and MeanCorr of clusters vs SIC, "
+                                        "GICS, embeddings and baselines"),
     "encode": ("finsae.lm.cli", "LM activations of every company description (cached)"),
     "sae": ("finsae.sae.cli", "train and evaluate sparse autoencoders"),
-    "run": ("finsae.pipeline", "the main job: encode, SAE, features, evaluate, backtest, report"),
+    "run": ("finsae.cli.run", "the main job: encode, SAE, features, evaluate, backtest, report"),
 }
-
-
-def common_inputs(p: argparse.ArgumentParser) -> None:
-    """--companies / --prices / --json, shared by every verb that reads the universe."""
-    p.add_argument("--companies", metavar="PATH", default=None,
-                   help="companies CSV (ticker, description, optional name, sic, gics_*); "
-                        "default: the bundled table")
-    p.add_argument("--prices", metavar="PATH", default=None,
-                   help="daily adjusted close, CSV or parquet, wide (date x ticker) or long "
-                        "(date,ticker,close); default: the bundled 1999-2021 series")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""`finsae cluster`: cluster the evaluation universe with one method and list the clusters.
+"""`finsae cluster`: one method's clusters of the evaluation universe.
 
 Example: ``finsae cluster --method tfidf --k 127 --out clusters.csv``
 """
@@ -10,34 +10,40 @@ import sys
 
 import pandas as pd
 
-from .data.errors import DataError
+from ..data.errors import DataError
+from ..methods import EvaluateConfig
+from .common import common_inputs, features_option
+from .evaluate import OLD_FLAGS, make_context
+from .options import add_dataclass_flags, dataclass_from_args
 
 
 def register(subparsers) -> None:
-    from .evaluate_cli import context_arguments
-    p = subparsers.add_parser(
+    c = subparsers.add_parser(
         "cluster", help="cluster the universe (MST threshold, agglomerative, k-means, labels)",
         description="Cluster the evaluation universe with one method (any name `finsae "
                     "evaluate --methods` takes) and print or write ticker -> cluster.")
-    context_arguments(p)
-    p.add_argument("--method", default="tfidf",
+    common_inputs(c)
+    features_option(c)
+    add_dataclass_flags(c, EvaluateConfig, skip=("methods", "ci_by", "n_boot"), flags=OLD_FLAGS)
+    c.add_argument("--method", default="tfidf",
                    help="e.g. tfidf, minilm, tfidf_kmeans, tfidf_mst, gics_sub_industry, "
-                        "returns (default tfidf)")
-    p.add_argument("--theta", type=float, default=None,
+                        "returns (default: %(default)s)")
+    c.add_argument("--theta", type=float, default=None,
                    help="MST methods: use this z-scored distance threshold instead of choosing "
                         "it on the in-sample years")
-    p.add_argument("--year", type=int, default=None,
+    c.add_argument("--year", type=int, default=None,
                    help="for per-year partitions (returns, *_mst_rolling): which year "
                         "(default: the last scored year)")
-    p.add_argument("--out", metavar="CSV", default=None, help="write ticker,cluster,... here")
-    p.set_defaults(func=run)
+    c.add_argument("--out", metavar="CSV", default=None, help="write ticker,cluster,... here")
+    c.set_defaults(func=run_cluster)
 
 
-def run(args) -> int:
-    from . import cluster as cl
-    from .evaluate_cli import _jsonable, make_context
-    from .methods import Method, resolve
-    ctx = make_context(args)
+def run_cluster(args) -> int:
+    from .. import cluster as cl
+    from ..jsonable import jsonable
+    from ..methods import Method, resolve
+    cfg = dataclass_from_args(EvaluateConfig, args)
+    ctx = make_context(args, cfg)
     if args.theta is not None:
         base = args.method.removesuffix("_rolling").removesuffix("_mst")
         if not args.method.endswith(("_mst", "_mst_rolling")):
@@ -56,6 +62,8 @@ def run(args) -> int:
             raise DataError(f"{args.method} has no partition for {year} "
                             f"({min(part)}-{max(part)})")
         part = part[year]
+    if not isinstance(part, pd.Series):
+        raise DataError(f"{args.method} gives candidate pairs, not clusters")
     t = ctx.table
     sizes = part.value_counts()
     out = pd.DataFrame({"ticker": part.index, "cluster": part.to_numpy()})
@@ -66,9 +74,9 @@ def run(args) -> int:
     out["gics_sub_industry"] = t.loc[out["ticker"], "gics_sub_industry"].to_numpy()
     summary = {"method": args.method, "year": year, "n_companies": len(ctx.universe),
                "n_clusters": int(out["cluster"].nunique()), "n_covered": len(out),
-               "coverage": len(out) / len(ctx.universe), "choice": _jsonable(m.notes)}
+               "coverage": len(out) / len(ctx.universe), "choice": jsonable(m.notes)}
     if args.out:
-        from .safe_csv import to_csv
+        from ..safe_csv import to_csv
         to_csv(out, args.out, index=False)  # names and labels are text: no formula cells
     if args.json:
         json.dump({**summary, "clusters": {str(c): g["ticker"].tolist()

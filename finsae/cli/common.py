@@ -1,0 +1,31 @@
+"""Options shared by several verbs: the input files and the feature set."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def common_inputs(p: argparse.ArgumentParser) -> None:
+    """--companies / --prices / --json, shared by every verb that reads the universe."""
+    p.add_argument("--companies", metavar="PATH", default=None,
+                   help="companies CSV (ticker, description, optional name, sic, gics_*); "
+                        "default: the bundled table")
+    p.add_argument("--prices", metavar="PATH", default=None,
+                   help="daily adjusted close, CSV or parquet, wide (date x ticker) or long "
+                        "(date,ticker,close); default: the bundled 1999-2021 series")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def features_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--features", metavar="DIR", default=None,
+                   help="a feature set folder (the one `finsae features build` printed, or a "
+                        "run's cache): its vectors (sae, hidden, embedding, tfidf) are used "
+                        "for the methods of those names; default: the bundled SAE vectors")
+
+
+def load_feature_set(folder):
+    """The `FeatureSet` in `folder` (None: None, the bundled vectors are used)."""
+    if folder is None:
+        return None
+    from ..features.store import FeatureSet
+    return FeatureSet.load(folder, labels=False)

@@ -24,7 +24,8 @@ import pandas as pd
 
 from .config_check import check_layer_in_model, check_run_config, check_run_inputs
 from .data.errors import DataError
-from .stages import StageResult, run_stage, stable_hash
+from .hashing import file_digest, json_key
+from .stages import StageResult, run_stage
 
 
 @dataclass
@@ -163,10 +164,7 @@ class RunConfig:
 
 def _file_id(path: str | None) -> str | None:
     """Content hash of an input file, so an edited file invalidates the stages that read it."""
-    if path is None:
-        return None
-    import hashlib
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return None if path is None else file_digest(path, 16)
 
 
 def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
@@ -186,7 +184,7 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
     prices = load_prices(cfg.data.prices)
     check_run_inputs(cfg, prices)
     inputs = {"companies": _file_id(cfg.data.companies), "prices": _file_id(cfg.data.prices),
-              "vintage": cfg.data.vintage, "texts": stable_hash(described["description"].tolist())}
+              "vintage": cfg.data.vintage, "texts": json_key(described["description"].tolist())}
     stages: list[StageResult] = []
 
     def stage(name, params, deps, fn):

@@ -131,7 +131,8 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
                       max_tokens: int = 512):
     """Compute and cache every method's company vectors and the feature labels; returns the
     cache folder (reused when it already exists for the same settings and texts)."""
-    from .store import FeatureSet, feature_key, features_root, mark_latest, texts_hash
+    from ..hashing import json_key, texts_key
+    from .store import FeatureSet, features_root, mark_latest
     try:
         from ..lm import encode_texts, load_lm
         from ..sae import load_sae
@@ -148,11 +149,11 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
     settings = dict(model=lm.fingerprint, layer=layer, sae=sae_id, pooling=pooling,
                     **({"extra": [(lx, sid) for lx, _, sid in extra]} if extra else {}),
                     content_only=content_only, weighting=weighting, max_df=max_df,
-                    sublinear=sublinear, texts=texts_hash(texts), baselines=baselines,
+                    sublinear=sublinear, texts=texts_key(texts), baselines=baselines,
                     **({} if tf is None else {"tf": tf}),
                     **({} if top_n is None else {"top_n": top_n}),
                     **({} if max_tokens == 512 else {"max_tokens": max_tokens}))
-    folder = features_root() / feature_key(settings)
+    folder = features_root() / json_key(settings)
     if folder.exists():
         problem = check_folder(folder)
         if problem is None:

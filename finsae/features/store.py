@@ -12,7 +12,6 @@ every read: a damaged cache raises one DataError, and `build_feature_set` rebuil
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,20 +28,6 @@ from ..integrity import check_folder, write_folder_checksums
 
 METHODS = ("sae", "embedding", "hidden", "tfidf")
 FORMAT = 1
-
-
-def texts_hash(texts: pd.Series) -> str:
-    """Hash of (ticker, text) pairs, in order."""
-    h = hashlib.sha256()
-    for t, x in texts.items():
-        h.update(b"\0" + str(t).encode() + b"\1" + str(x).encode())
-    return h.hexdigest()[:16]
-
-
-def feature_key(settings: dict) -> str:
-    """Cache key of a settings dict (model, layer, sae, pooling, weighting, texts hash...)."""
-    blob = json.dumps(settings, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 @dataclass

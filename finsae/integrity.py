@@ -10,23 +10,14 @@ cache. SHA-256 runs at about 1.5 GB/s, so verifying even a 540 MB model costs ~0
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
 from pathlib import Path
 
+from .hashing import file_digest
+
 FOLDER_CHECKSUMS = "checksums.json"
-_CHUNK = 1 << 22
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sidecar(path: str | Path) -> Path:

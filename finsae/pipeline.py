@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shutil
-import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 
 from .config_check import check_layer_in_model, check_run_config, check_run_inputs
 from .data.errors import DataError
+from .hashing import file_digest, json_key
 from .methods import EvaluateConfig
 from .pairs.compare import BacktestSettings
-from .stages import StageResult, run_stage, stable_hash
+from .stages import StageResult, run_stage
 
 #: the layout version of the evaluate and backtest stage folders (part of their cache keys)
 STAGE_LAYOUT = 2
@@ -151,10 +149,7 @@ class RunConfig:
 
 def _file_id(path: str | None) -> str | None:
     """Content hash of an input file, so an edited file invalidates the stages that read it."""
-    if path is None:
-        return None
-    import hashlib
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return None if path is None else file_digest(path, 16)
 
 
 def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
@@ -174,7 +169,7 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
     prices = load_prices(cfg.data.prices)
     check_run_inputs(cfg, prices)
     inputs = {"companies": _file_id(cfg.data.companies), "prices": _file_id(cfg.data.prices),
-              "vintage": cfg.data.vintage, "texts": stable_hash(described["description"].tolist())}
+              "vintage": cfg.data.vintage, "texts": json_key(described["description"].tolist())}
     stages: list[StageResult] = []
 
     def stage(name, params, deps, fn):
@@ -241,8 +236,7 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
         built = build_feature_set(described, model=cfg.sae.model, layer=cfg.sae.layer,
                                   sae=s_sae.path / "sae", max_tokens=cfg.sae.max_tokens,
                                   extra=extra,
-                                  **dataclasses.asdict(cfg.features),
-                                  companies_path=cfg.data.companies)
+                                  **dataclasses.asdict(cfg.features))
         shutil.copytree(built, folder / "features")
 
     s_feat = stage("features", {**dataclasses.asdict(cfg.features),

@@ -11,7 +11,6 @@ run again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -20,13 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data.paths import cache_dir
+from .hashing import json_key
 from .integrity import check_folder, report_damaged, write_folder_checksums
-
-
-def stable_hash(obj) -> str:
-    """Hash of a JSON-able object (dict keys sorted), 16 hex digits."""
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -45,7 +39,7 @@ def run_stage(name: str, params: dict, deps: list[StageResult], fn: Callable[[Pa
     fn writes its outputs into `folder`. ``_stage.json`` records name, params and deps;
     ``checksums.json`` the SHA-256 of every file.
     """
-    key = stable_hash({"stage": name, "params": params, "deps": [d.key for d in deps]})
+    key = json_key({"stage": name, "params": params, "deps": [d.key for d in deps]})
     base = (root or cache_dir("stages")) / name
     base.mkdir(parents=True, exist_ok=True)
     done = base / key

@@ -325,6 +325,24 @@ def test_feature_build_rebuilds_a_damaged_cache(tmp_path, tokenizer, capsys):
     assert build_feature_set(companies, **kw) == folder
     one_report(capsys.readouterr().err, folder)
     pd.testing.assert_frame_equal(FeatureSet.load(folder).vectors["sae"], ref)
+    # `finsae features build` prints the folder; the commands reading features take it
+    from finsae.cli import main
+    from finsae.features.bundled import company_sae_vectors
+    csv = tmp_path / "companies.csv"
+    companies.reset_index().to_csv(csv, index=False)
+    assert main(["features", "build", "--model", str(mfolder), "--layer", "1", "--sae",
+                 str(tmp_path / "sae"), "--no-baselines", "--companies", str(csv)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"features cached in {folder}"
+    assert main(["similar", "AAPL", "--json", "--companies", str(csv),
+                 "--features", str(folder)]) == 0
+    assert {r["ticker"] for r in json.loads(capsys.readouterr().out)} == {"XOM", "BNK"}
+    assert main(["similar", "AAPL", "--companies", str(csv)]) == 2  # no folder: no guess
+    assert "--features DIR" in capsys.readouterr().err
+    from finsae.data import load_companies
+    user = load_companies(csv)
+    with pytest.raises(DataError, match="features build` printed"):
+        company_sae_vectors(user)
+    pd.testing.assert_frame_equal(company_sae_vectors(user, features=folder), ref)
 
 
 # ------------------------------------------------------------------------------- stages

@@ -224,7 +224,7 @@ def test_feature_cache_roundtrip(feature_dir, vectors):
 
 def test_similar_cli_json_shape(feature_dir, capsys):
     rc = main(["similar", "a", "--top", "3", "--explain", "--json",
-               "--features-dir", str(feature_dir)])
+               "--features", str(feature_dir)])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out) == 3 and {"ticker", "name", "score", "features"} <= set(out[0])
@@ -242,26 +242,28 @@ def test_similar_cli_json_shape(feature_dir, capsys):
 
 
 def test_similar_cli_text_other_method_and_errors(feature_dir, capsys):
-    assert main(["similar", "A", "--method", "tfidf", "--features-dir", str(feature_dir)]) == 0
+    assert main(["similar", "A", "--method", "tfidf", "--features", str(feature_dir)]) == 0
     assert "TF-IDF" in capsys.readouterr().out
-    assert main(["similar", "AB", "--features-dir", str(feature_dir)]) == 2
+    assert main(["similar", "AB", "--features", str(feature_dir)]) == 2
     err = capsys.readouterr().err
     assert "unknown ticker 'AB'" in err and "did you mean" in err
-    assert main(["similar", "A", "--method", "hidden", "--features-dir", str(feature_dir)]) == 2
+    assert main(["similar", "A", "--method", "hidden", "--features", str(feature_dir)]) == 2
     assert "no 'hidden' vectors" in capsys.readouterr().err
 
 
 def test_features_explain_and_show_cli(feature_dir, capsys):
     assert main(["features", "explain", "A", "B", "C", "--json",
-                 "--features-dir", str(feature_dir)]) == 0
+                 "--features", str(feature_dir)]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert {rec[0]["id"], rec[1]["id"]} == {0, 1}
     assert main(["features", "explain", "A", "B", "C", "--by", "ablation",
-                 "--features-dir", str(feature_dir)]) == 0
+                 "--features", str(feature_dir)]) == 0
     assert "ablation" in capsys.readouterr().out
-    assert main(["features", "show", "3", "--features-dir", str(feature_dir)]) == 0
+    assert main(["features", "show", "3", "--features", str(feature_dir)]) == 0
     assert "feat3" in capsys.readouterr().out
-    assert main(["features", "show", "99", "--features-dir", str(feature_dir)]) == 2
+    assert main(["features", "show", "3", "--features-dir", str(feature_dir)]) == 0  # old name
+    assert "feat3" in capsys.readouterr().out
+    assert main(["features", "show", "99", "--features", str(feature_dir)]) == 2
 
 
 def test_lookup_is_fast(feature_dir):
@@ -270,7 +272,7 @@ def test_lookup_is_fast(feature_dir):
     import sys
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run([sys.executable, "-X", "importtime", "-m", "finsae.cli", "similar", "A",
-                        "--explain", "--features-dir", str(feature_dir)],
+                        "--explain", "--features", str(feature_dir)],
                        capture_output=True, text=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert r.returncode == 0, r.stderr
@@ -313,6 +315,30 @@ def test_similar_falls_back_to_bundled_features(tmp_path, monkeypatch, capsys):
     # other methods need a build: a clear error, not a silent SAE answer
     assert main(["similar", "AAPL", "--method", "tfidf"]) == 2
     assert "features build" in capsys.readouterr().err
+
+
+def test_feature_sets_are_passed_explicitly(feature_dir, vectors):
+    """No "latest build": a folder or FeatureSet is passed; None is the bundled features,
+    for the bundled companies only (and for the SAE method only)."""
+    from finsae.features.bundled import bundled_sae_vectors, company_sae_vectors
+    from finsae.features.lookup import load_features
+    assert company_sae_vectors().equals(bundled_sae_vectors())
+    V = company_sae_vectors(None, features=feature_dir)
+    np.testing.assert_allclose(V.to_numpy(), vectors.to_numpy(), rtol=1e-6)
+    assert str(feature_dir) in V.attrs["source"]
+    fs = FeatureSet.load(feature_dir)
+    assert company_sae_vectors(None, features=fs).equals(fs.method("sae"))
+    user = pd.DataFrame({"description": ["x"]}, index=pd.Index(["A"], name="ticker"))
+    user.attrs.update(vintage="user", source="mine.csv")
+    with pytest.raises(DataError, match=r"mine\.csv.*--features DIR"):
+        company_sae_vectors(user)
+    assert load_features("mine.csv", feature_dir, ["tfidf"], labels=False).vectors.keys() \
+        == {"tfidf"}
+    with pytest.raises(DataError, match="--features DIR"):
+        load_features("mine.csv", None, ["sae"], labels=False)
+    with pytest.raises(DataError, match="'tfidf'"):
+        load_features(None, None, ["sae", "tfidf"], labels=False)
+    assert load_features(None, None, ["sae"], labels=True).meta["bundled"]
 
 
 def test_sae_method_in_evaluate_and_backtest_registries():

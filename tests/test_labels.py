@@ -148,12 +148,12 @@ def test_show_export_and_similar_cli_carry_scores(scored, tmp_path, capsys):
     V, rec = scored
     folder = FeatureSet({"sae": V}, pd.Series({t: f"{t} Corp" for t in V.index}), rec,
                         {"layer": 5}).save(tmp_path / "feat")
-    assert main(["features", "show", "1", "--features-dir", str(folder)]) == 0
+    assert main(["features", "show", "1", "--features", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "detection score 0.95" in out and "[[data]]" in out and "10% of companies" in out
     j = tmp_path / "f.json"
     assert main(["features", "export", "--json-out", str(j), "--sort", "score",
-                 "--max-doc-freq", "0.5", "--features-dir", str(folder)]) == 0
+                 "--max-doc-freq", "0.5", "--features", str(folder)]) == 0
     got = json.loads(j.read_text())
     assert list(got) == ["1", "2", "3"] and got["1"]["contexts"]
     assert list(select_labels(rec, min_score=0.6)) == [1]
@@ -163,15 +163,15 @@ def test_show_export_and_similar_cli_carry_scores(scored, tmp_path, capsys):
     assert list(json.loads(to_json(rec, tmp_path / "g.json").read_text())) == ["0", "1", "2", "3"]
     capsys.readouterr()
     assert main(["similar", "A", "--top", "1", "--explain", "--n-features", "1",
-                 "--features-dir", str(folder)]) == 0
+                 "--features", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "data center" in out and "score 0.95" in out and "other: 1 generic" in out
     assert "of the SAE cosine" in out
-    assert main(["features", "explain", "A", "B", "--json", "--features-dir", str(folder)]) == 0
+    assert main(["features", "explain", "A", "B", "--json", "--features", str(folder)]) == 0
     ids = [r["id"] for r in json.loads(capsys.readouterr().out)]
     assert 0 not in ids and ids[0] in (1, 2)
     assert main(["features", "explain", "A", "B", "--min-score", "0.9", "--json",
-                 "--features-dir", str(folder)]) == 0
+                 "--features", str(folder)]) == 0
     assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [1]
 
 

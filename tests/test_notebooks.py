@@ -1,6 +1,5 @@
 """Every notebook in notebooks/ runs top to bottom (small settings: FINSAE_SMALL=1)."""
 
-import os
 from pathlib import Path
 
 import nbformat

@@ -1,6 +1,7 @@
 import json
 
-from finsae.stages import run_stage, stable_hash
+from finsae.hashing import json_key
+from finsae.stages import run_stage
 from finsae.report.html import table_html, write_report
 
 import pandas as pd
@@ -41,9 +42,9 @@ def test_interrupted_stage_is_not_reused(tmp_path):
     assert not done.cached and (done.path / "ok").exists() and not (done.path / "partial").exists()
 
 
-def test_stable_hash_order_free():
-    assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
-    assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+def test_json_key_order_free():
+    assert json_key({"a": 1, "b": [1, 2]}) == json_key({"b": [1, 2], "a": 1})
+    assert json_key({"a": 1}) != json_key({"a": 2})
 
 
 def test_report_is_self_contained(tmp_path):

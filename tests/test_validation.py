@@ -186,7 +186,7 @@ def brk_features(tmp_path):
 def test_similar_normalises_tickers(brk_features, capsys, spelling):
     import json
     assert main(["similar", spelling, "--json", "--top", "2",
-                 "--features-dir", str(brk_features)]) == 0
+                 "--features", str(brk_features)]) == 0
     recs = json.loads(capsys.readouterr().out)
     assert len(recs) == 2 and "BRK.B" not in [r["ticker"] for r in recs]
 
@@ -203,7 +203,7 @@ def test_lookups_normalise_tickers(brk_features):
 
 def test_ticker_with_a_space_is_refused(brk_features, tmp_path, capsys):
     from finsae.data import load_companies, load_prices
-    assert main(["similar", "NV DA", "--features-dir", str(brk_features)]) == 2
+    assert main(["similar", "NV DA", "--features", str(brk_features)]) == 2
     _one_error(capsys.readouterr().err, "invalid ticker 'NV DA' contains a space")
     companies = tmp_path / "c.csv"
     companies.write_text("ticker,description\nAAPL,phones\nNV DA,chips\n")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..hashing import file_digest
 from ..integrity import check_file, remove_file, report_damaged, write_checksum
 from .errors import DataError, LoadReport, _first_line, check_input_file
 from .paths import cache_dir, data_dir
@@ -76,7 +76,7 @@ def _read_cached(path: Path, cache: bool) -> pd.DataFrame:
     check_input_file(path)
     if not cache:
         return read_price_file(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+    digest = file_digest(path, 20)
     cached = cache_dir("prices") / f"{path.name}.{digest}.parquet"
     if cached.exists():
         # The key is the source file's hash, so a damaged copy would be served for ever: the

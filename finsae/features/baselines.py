@@ -19,7 +19,6 @@ truncated (the model's own limit). Embeddings are cached on disk under
 
 from __future__ import annotations
 
-import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +28,7 @@ import pandas as pd
 
 from ..data.errors import DataError
 from ..data.paths import cache_dir
+from ..hashing import texts_key
 from ..integrity import check_file, remove_file, report_damaged, write_checksum
 
 TFIDF_SETTINGS = dict(lowercase=True, stop_words="english", ngram_range=(1, 1), min_df=1,
@@ -85,13 +85,6 @@ def minilm_model_path() -> Path:
     return path
 
 
-def _text_hash(texts: pd.Series, model: str) -> str:
-    h = hashlib.sha256(model.encode())
-    for t, x in texts.items():
-        h.update(b"\0" + str(t).encode() + b"\1" + x.encode())
-    return h.hexdigest()[:24]
-
-
 def minilm_embeddings(descriptions, *, cache: bool = True, batch_size: int = 32,
                       device: str = "cpu") -> pd.DataFrame:
     """all-MiniLM-L6-v2 sentence embeddings (384 dims, unit norm), ticker x dim.
@@ -99,7 +92,7 @@ def minilm_embeddings(descriptions, *, cache: bool = True, batch_size: int = 32,
     Cached as .npy under ``cache_dir("embeddings")`` by a hash of the tickers and texts; a
     cache file that fails its checksum (written at creation) is reported and recomputed."""
     texts = _texts(descriptions)
-    key = _text_hash(texts, MINILM)
+    key = texts_key(texts, salt=MINILM, length=24)
     path = cache_dir("embeddings") / f"minilm_{key}.npy"
     if cache and path.exists():
         problem = check_file(path)  # the checksum written with it, not just the shape

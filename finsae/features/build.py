@@ -130,8 +130,13 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
                       device: str = "cpu", companies_path=None, progress: bool = True,
                       max_tokens: int = 512):
     """Compute and cache every method's company vectors and the feature labels; returns the
-    cache folder (reused when it already exists for the same settings and texts)."""
-    from .store import FeatureSet, feature_key, features_root, mark_latest, texts_hash
+    cache folder (reused when it already exists for the same settings and texts). Pass that
+    folder on to whatever reads the features (``--features DIR``, ``features=``).
+
+    companies_path: not used (the folder is keyed by the texts, not their file); still
+    accepted so existing callers need no change."""
+    from ..hashing import json_key, texts_key
+    from .store import FeatureSet, features_root
     try:
         from ..lm import encode_texts, load_lm
         from ..sae import load_sae
@@ -148,15 +153,14 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
     settings = dict(model=lm.fingerprint, layer=layer, sae=sae_id, pooling=pooling,
                     **({"extra": [(lx, sid) for lx, _, sid in extra]} if extra else {}),
                     content_only=content_only, weighting=weighting, max_df=max_df,
-                    sublinear=sublinear, texts=texts_hash(texts), baselines=baselines,
+                    sublinear=sublinear, texts=texts_key(texts), baselines=baselines,
                     **({} if tf is None else {"tf": tf}),
                     **({} if top_n is None else {"top_n": top_n}),
                     **({} if max_tokens == 512 else {"max_tokens": max_tokens}))
-    folder = features_root() / feature_key(settings)
+    folder = features_root() / json_key(settings)
     if folder.exists():
         problem = check_folder(folder)
         if problem is None:
-            mark_latest(folder, companies_path)
             return folder
         report_damaged(folder, problem)
     layers = [layer] + [lx for lx, _, _ in extra]
@@ -194,7 +198,6 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
                      "n_tokens": n_tokens, "massive_dropped": n_massive,
                      "layers": layers})
     fs.save(folder)
-    mark_latest(folder, companies_path)
     return folder
 
 

@@ -5,20 +5,24 @@
 Written by ``experiments/search/export.py`` from the configuration chosen on 2001-2010 in
 ``experiments/results/search.md``; ``meta.json`` records it, and every vector loaded from here
 carries ``attrs["source"]`` so outputs can name it. They let tests and a
-fresh install look up real SAE neighbours without running the LM (`finsae similar` falls back
-to them when no `finsae features build` exists for the bundled companies).
+fresh install look up real SAE neighbours without running the LM: they are what the commands
+use for the bundled companies unless given a `finsae features build` folder (``--features``).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ..data.errors import DataError
 from ..data.paths import data_dir
+
+if TYPE_CHECKING:
+    from .store import FeatureSet
 
 #: None: every non-zero of each company vector is kept (the bundled vectors score as the run's)
 TOP = None
@@ -103,18 +107,30 @@ def bundled_feature_set():
     return FeatureSet({"sae": V}, names, labels, {**meta, "bundled": True})
 
 
-def company_sae_vectors(companies: pd.DataFrame | None = None) -> pd.DataFrame:
-    """SAE company vectors for evaluation and backtests: the latest `finsae features build` for
-    these companies, else (for the bundled companies) the compact bundled copy."""
-    from .store import FeatureSet, find_cache
-    user = companies is not None and companies.attrs.get("vintage") == "user"
-    source = companies.attrs.get("source") if user else None
-    try:
-        folder = find_cache(None, source)
-        V = FeatureSet.load(folder, methods=["sae"], labels=False).vectors["sae"]
-        V.attrs["source"] = f"feature build {folder}"
+def features_needed(what: str) -> DataError:
+    """The error for a command or call that needs a feature build it was not given."""
+    return DataError(f"{what}: pass the folder that `finsae features build` printed "
+                     "(--features DIR)")
+
+
+def company_sae_vectors(companies: pd.DataFrame | None = None,
+                        features: str | Path | FeatureSet | None = None) -> pd.DataFrame:
+    """SAE company vectors (ticker x latent id) for evaluation and backtests.
+
+    features: the folder `finsae features build` wrote (and printed), or a loaded `FeatureSet`;
+    None: the bundled vectors, which serve only the bundled companies (companies None or from
+    `load_companies()` without a path): for a companies file of your own, None raises a
+    DataError asking for the folder. ``attrs["source"]`` names where the vectors came from."""
+    from .store import FeatureSet
+    if isinstance(features, FeatureSet):
+        V = features.method("sae").copy(deep=False)
+        V.attrs["source"] = V.attrs.get("source") or "a feature set passed in"
         return V
-    except DataError:
-        if user:
-            raise
-        return bundled_sae_vectors()
+    if features is not None:
+        V = FeatureSet.load(features, methods=["sae"], labels=False).vectors["sae"]
+        V.attrs["source"] = f"feature build {features}"
+        return V
+    if companies is not None and companies.attrs.get("vintage") == "user":
+        raise features_needed("the bundled SAE features cover only the bundled companies, not "
+                              f"{companies.attrs.get('source', 'a companies file')}")
+    return bundled_sae_vectors()

@@ -5,17 +5,19 @@
   finsae features export [--html F] [--json-out F] [--sort score] [--min-score S]
                                       every labelled latent, browsable and sortable
   finsae features explain T1 T2 ...   the features that set a set of companies apart
+
+`build` prints the folder it wrote; show, export and explain read it with ``--features DIR``
+(default: the bundled SAE features, for the bundled companies).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 
 def register(subparsers) -> None:
     from ..cli import common_inputs
+    from .lookup import feature_inputs
     p = subparsers.add_parser("features", help="build, show, export and explain SAE features",
                               description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -44,8 +46,7 @@ def register(subparsers) -> None:
 
     s = sub.add_parser("show", help="one SAE feature: label, top activations, companies")
     s.add_argument("id", type=int)
-    s.add_argument("--features-dir", metavar="DIR", default=None)
-    common_inputs(s)
+    feature_inputs(s)
     s.set_defaults(func=run_show)
 
     e = sub.add_parser("export", help="write every labelled feature as HTML and/or JSON")
@@ -60,8 +61,7 @@ def register(subparsers) -> None:
     e.add_argument("--max-doc-freq", type=float, default=None, metavar="F",
                    help="only latents firing in at most this share of companies (drops "
                         "generic latents: what is left can explain clusters)")
-    e.add_argument("--features-dir", metavar="DIR", default=None)
-    common_inputs(e)
+    feature_inputs(e)
     e.set_defaults(func=run_export)
 
     x = sub.add_parser("explain", help="the SAE features that set a set of companies apart")
@@ -75,14 +75,13 @@ def register(subparsers) -> None:
     x.add_argument("--generic", type=float, default=None, metavar="F",
                    help="leave out features firing in more than this share of companies "
                         "(default 0.5)")
-    x.add_argument("--features-dir", metavar="DIR", default=None)
-    common_inputs(x)
+    feature_inputs(x)
     x.set_defaults(func=run_explain)
 
 
 def _load(args, methods=("sae",), labels=True):
     from .lookup import load_features
-    return load_features(args, methods, labels)
+    return load_features(args.companies, args.features, methods, labels)
 
 
 def run_build(args) -> int:
@@ -98,7 +97,8 @@ def run_build(args) -> int:
     if args.json:
         print(json.dumps({"features_dir": str(folder)}))
     else:
-        print(f"features cached in {folder}")
+        print(f"features cached in {folder}\n"
+              f"pass them on with --features {folder}")
     return 0
 
 

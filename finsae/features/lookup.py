@@ -11,7 +11,6 @@ import json
 
 
 def register(subparsers) -> None:
-    from ..cli import common_inputs
     p = subparsers.add_parser(
         "similar", help="nearest companies by cosine similarity of their features",
         description="Nearest companies by cosine similarity. With --explain, the SAE features "
@@ -32,10 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--generic", type=float, default=None, metavar="F",
                    help="with --explain, fold features firing in more than this share of "
                         "companies into one 'generic' line (default 0.5)")
-    p.add_argument("--features-dir", metavar="DIR", default=None,
-                   help="a feature cache folder (default: the latest `finsae features build` "
-                        "for these companies)")
-    common_inputs(p)
+    feature_inputs(p)
     p.set_defaults(func=run)
 
 
@@ -83,30 +79,35 @@ def _num(x, digits: int = 4):
     return None if x is None or x != x else round(float(x), digits)
 
 
-def load_features(args, methods, labels: bool):
-    """The feature set for a command: --features-dir, else the latest build for these
-    companies, else (bundled companies, SAE only) the compact bundled copy."""
-    import sys
-    from pathlib import Path
-    from ..data.errors import DataError
-    from .store import FeatureSet, find_cache
+def feature_inputs(p: argparse.ArgumentParser) -> None:
+    """--features DIR and the common inputs, for every command reading a feature build."""
+    from ..cli import common_inputs
+    common_inputs(p)
+    p.add_argument("--features", "--features-dir", dest="features", metavar="DIR", default=None,
+                   help="the feature folder `finsae features build` printed (default: the "
+                        "bundled SAE features, for the bundled companies only)")
+
+
+def load_features(companies, features, methods, labels: bool):
+    """The feature set for a command: the build in folder `features` (only `methods`, labels
+    optional), or with features None the bundled SAE features, which serve only the bundled
+    companies (`companies`: the companies file, None for the bundled table) and method "sae"."""
+    from .bundled import bundled_feature_set, features_needed
+    from .store import FeatureSet
     methods = list(dict.fromkeys(methods))
-    if args.features_dir:
-        return FeatureSet.load(Path(args.features_dir), methods=methods, labels=labels)
-    try:
-        folder = find_cache(None, args.companies)
-    except DataError:
-        if args.companies is not None or set(methods) != {"sae"}:
-            raise
-        from .bundled import bundled_feature_set
-        print("finsae: no `finsae features build` yet: using the bundled SAE features "
-              "(the default run's vectors, data/features/meta.json)", file=sys.stderr)
-        return bundled_feature_set()
-    return FeatureSet.load(folder, methods=methods, labels=labels)
+    if features is not None:
+        return FeatureSet.load(features, methods=methods, labels=labels)
+    if companies is not None:
+        raise features_needed(f"no features given for the companies in {companies}")
+    other = [m for m in methods if m != "sae"]
+    if other:
+        raise features_needed(f"the bundled features hold SAE vectors only, not {other[0]!r}")
+    return bundled_feature_set()
 
 
 def run(args: argparse.Namespace) -> int:
-    fs = load_features(args, [args.method] + (["sae"] if args.explain else []), args.explain)
+    fs = load_features(args.companies, args.features,
+                       [args.method] + (["sae"] if args.explain else []), args.explain)
     from ..data.tickers import check_ticker
     ticker = check_ticker(args.ticker)  # BRK-B, BRK/B and brk.b all mean BRK.B
     recs = similar(fs, ticker, args.top, args.method, args.explain, args.n_features,

@@ -1,8 +1,10 @@
 """On-disk feature cache: company vectors for every method, names, feature labels, metadata.
 
 A folder ``cache_dir("features", key)`` where key hashes what computed the vectors (model,
-layer, SAE, pooling and weighting, the texts). Reading it needs numpy and json only, so a
-lookup (`finsae similar`) answers in well under a second and never loads the LM.
+layer, SAE, pooling and weighting, the texts: `finsae.hashing.json_key` of the settings).
+`finsae features build` prints the folder; the commands reading features take it as
+``--features DIR``. Reading it needs numpy and json only, so a lookup (`finsae similar`)
+answers in well under a second and never loads the LM.
 
 Layout: ``meta.json`` (settings, tickers, names, per-method column ids), ``<method>.npy``
 (float32 ticker x dim, rows in ``meta["tickers"]`` order), ``labels.json`` (latent id -> label
@@ -12,7 +14,6 @@ every read: a damaged cache raises one DataError, and `build_feature_set` rebuil
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,20 +30,6 @@ from ..integrity import check_folder, write_folder_checksums
 
 METHODS = ("sae", "embedding", "hidden", "tfidf")
 FORMAT = 1
-
-
-def texts_hash(texts: pd.Series) -> str:
-    """Hash of (ticker, text) pairs, in order."""
-    h = hashlib.sha256()
-    for t, x in texts.items():
-        h.update(b"\0" + str(t).encode() + b"\1" + str(x).encode())
-    return h.hexdigest()[:16]
-
-
-def feature_key(settings: dict) -> str:
-    """Cache key of a settings dict (model, layer, sae, pooling, weighting, texts hash...)."""
-    blob = json.dumps(settings, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 @dataclass
@@ -145,39 +132,3 @@ class FeatureSet:
 
 def features_root() -> Path:
     return cache_dir("features")
-
-
-def latest_path() -> Path:
-    """Pointer file: companies source ("bundled" or a CSV path) -> key of the latest build."""
-    return features_root() / "latest.json"
-
-
-def _source(companies_path) -> str:
-    return "bundled" if companies_path is None else str(Path(companies_path).resolve())
-
-
-def find_cache(key: str | None = None, companies_path=None) -> Path:
-    """The folder of feature cache `key`, or of the latest build for these companies."""
-    if key is None:
-        p = latest_path()
-        src = _source(companies_path)
-        pointers = json.loads(p.read_text()) if p.exists() else {}
-        if src not in pointers:
-            raise DataError("no company features built yet for "
-                            f"{'the bundled companies' if src == 'bundled' else src}: run "
-                            "`finsae features build` first (or pass --features-dir)")
-        key = pointers[src]
-    folder = features_root() / key
-    if not (folder / "meta.json").exists():
-        raise DataError(f"feature cache {key} not found; run `finsae features build`",
-                        path=folder)
-    return folder
-
-
-def mark_latest(folder: Path, companies_path=None) -> None:
-    p = latest_path()
-    pointers = json.loads(p.read_text()) if p.exists() else {}
-    pointers[_source(companies_path)] = Path(folder).name
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(pointers))
-    tmp.replace(p)

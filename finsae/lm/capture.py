@@ -13,7 +13,6 @@ never attend to later (padding) positions, so a text's activations do not depend
 
 from __future__ import annotations
 
-import hashlib
 import json
 import operator
 import re
@@ -28,10 +27,10 @@ from tqdm.auto import tqdm
 
 from .. import dist
 from ..data.paths import cache_dir
+from ..hashing import Hasher, texts_digest
 from ..integrity import report_damaged
 from .load import LM, block
-from .store import (FORMAT, ActivationStore, EncodeStats, read_shard, texts_digest, write_json,
-                    write_shard)
+from .store import FORMAT, ActivationStore, EncodeStats, read_shard, write_json, write_shard
 
 
 @dataclass(frozen=True)
@@ -177,14 +176,12 @@ def tokenize(tokenizer, texts: Sequence[str], max_tokens: int) -> Tokenized:
 
 
 def cache_key(lm: LM, cfg: CaptureConfig, texts: Sequence[str]) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps({"format": FORMAT, "model": lm.fingerprint, "layers": cfg.layers,
-                         "max_tokens": cfg.max_tokens, "bos": cfg.bos,
-                         "keep_tokens": cfg.keep_tokens}).encode())
-    for t in texts:  # length-prefixed so ["ab", "c"] and ["a", "bc"] differ
-        b = t.encode()
-        h.update(len(b).to_bytes(8, "little") + b)
-    return h.hexdigest()
+    # BLAKE2b-128 (the manifest's texts_sha256 is SHA-256 of the same texts): both as every
+    # existing activation cache was written; the settings in this order, keys not sorted.
+    return Hasher("blake2b", 16).json(
+        {"format": FORMAT, "model": lm.fingerprint, "layers": cfg.layers,
+         "max_tokens": cfg.max_tokens, "bos": cfg.bos, "keep_tokens": cfg.keep_tokens},
+        sort_keys=False).texts(texts).hex()
 
 
 # ---- internals ----------------------------------------------------------------------------

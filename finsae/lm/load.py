@@ -9,7 +9,6 @@ safetensors under ``cache_dir("models")``, so later loads take about a second.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import json
 import os
@@ -23,6 +22,7 @@ import torch
 
 from ..data.errors import DataError
 from ..data.paths import cache_dir
+from ..hashing import Hasher, file_stat_key
 from ..integrity import check_folder, report_damaged, write_folder_checksums
 
 
@@ -248,36 +248,35 @@ def fingerprint(model: torch.nn.Module, tokenizer=None) -> str:
     damaged or edited model are never cached under (or served for) the good model's key.
     About 0.3 s for 135M float32 parameters (SHA-256).
     """
-    h = hashlib.sha256()
-    h.update(type(model).__name__.encode())
+    h = Hasher()  # SHA-256 (a shard checksum hashes tensors with BLAKE2b): as ever written
+    h.text(type(model).__name__)
     if hasattr(model, "config"):
         # Keys that name where the weights came from, not what they compute, are left out so a
         # GGUF file and its dequantized copy share a fingerprint.
         cfg = {k: v for k, v in model.config.to_dict().items() if k not in _VOLATILE_CONFIG}
-        h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+        h.json(cfg)
     seen: dict[tuple, str] = {}
     for name, t in model.state_dict().items():
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        h.text(name)
+        h.text(str(tuple(t.shape)) + str(t.dtype))
         t = t.detach()
         if t.device.type != "meta" and t.numel():
             # tied weights (embedding = LM head) are one tensor: hash its bytes once
             ptr = (t.device.type, t.untyped_storage().data_ptr(), t.storage_offset(),
                    tuple(t.shape))
             if ptr in seen:
-                h.update(b"=" + seen[ptr].encode())
+                h.text("=" + seen[ptr])
                 continue
             seen[ptr] = name
-            flat = t.to("cpu").contiguous().reshape(-1)
-            h.update(flat.view(torch.uint8).numpy())  # buffer protocol: no copy on CPU
+            h.tensor(t)
     if tokenizer is not None:
         backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer",
                                                                             None)
         if backend is not None and hasattr(backend, "to_str"):
-            h.update(backend.to_str().encode())
+            h.text(backend.to_str())
         else:  # slow tokenizer: its vocabulary stands in for it
-            h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
-    return h.hexdigest()[:32]
+            h.json(sorted(tokenizer.get_vocab().items()))
+    return h.hex(32)
 
 
 _VOLATILE_CONFIG = {"_name_or_path", "architectures", "quantization_config", "transformers_version",
@@ -379,8 +378,7 @@ def _dequantized(gguf_path: Path, trust_remote_code: bool) -> Path:
     computed (or cached under this model's fingerprint) from a damaged copy."""
     st = gguf_path.stat()
     # size + mtime + name: cheap, and changes whenever the package is reinstalled or updated.
-    key = hashlib.blake2b(f"{gguf_path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode(),
-                          digest_size=8).hexdigest()
+    key = file_stat_key(gguf_path)
     root = cache_dir("models")
     final = root / f"{gguf_path.stem}-{key}"
     if final.exists():

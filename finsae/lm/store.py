@@ -18,7 +18,6 @@ recomputed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -29,6 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from ..data.errors import DataError
+from ..hashing import Hasher, texts_digest
 
 FORMAT = 1
 
@@ -49,21 +49,13 @@ class EncodeStats(NamedTuple):
 
 
 def checksum(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.blake2b(digest_size=16)
+    """A shard's checksum (name, dtype, shape and bytes of each tensor). BLAKE2b-128, as every
+    shard already written carries it (the model fingerprint hashes tensors with SHA-256)."""
+    h = Hasher("blake2b", 16)
     for name in sorted(tensors):
         t = tensors[name].contiguous()
-        h.update(name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())  # buffer protocol: no copy
-    return h.hexdigest()
-
-
-def texts_digest(texts) -> str:
-    """SHA-256 of a list of texts (length-prefixed UTF-8), kept in the manifest."""
-    h = hashlib.sha256()
-    for t in texts:
-        b = t.encode()
-        h.update(len(b).to_bytes(8, "little") + b)
-    return h.hexdigest()
+        h.update(name.encode() + str(t.dtype).encode() + str(tuple(t.shape)).encode()).tensor(t)
+    return h.hex()
 
 
 def write_shard(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:

@@ -5,12 +5,10 @@ its report (`BacktestReport`: Sharpe intervals, differences to the baseline, `to
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from ..data.errors import DataError
 from ..jsonable import jsonable

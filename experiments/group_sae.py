@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from finsae.data.paths import cache_dir  # noqa: E402
+from finsae.lm import hooks  # noqa: E402
 
 
 @dataclass
@@ -125,27 +126,21 @@ def token_chunks(tok, n_tokens: int, seq_len: int, seed: int, skip: int = 0) -> 
 
 
 def blocks(model):
-    return model.model.layers
+    return hooks.decoder_layers(model)
 
 
 @torch.no_grad()
 def capture(model, chunks: torch.Tensor, batch_chunks: int, device: str) -> torch.Tensor:
     """[L, n_chunks * seq_len, d] float16 outputs of every block (hooks, not hidden_states: the
     last entry of hidden_states is after the final norm in some transformers versions)."""
-    out: list[list[torch.Tensor]] = [[] for _ in blocks(model)]
-
-    def hook(module, inputs, output, layer):
-        h = output[0] if isinstance(output, tuple) else output
-        out[layer].append(h.reshape(-1, h.shape[-1]).half().cpu())
-
-    hooks = [b.register_forward_hook(lambda m, i, o, l=l: hook(m, i, o, l))
-             for l, b in enumerate(blocks(model))]
-    try:
+    n = len(blocks(model))
+    out: list[list[torch.Tensor]] = [[] for _ in range(n)]
+    with hooks.capture(model, range(n), stop=False) as got:
         for s in range(0, len(chunks), batch_chunks):
             model.model(chunks[s:s + batch_chunks].to(device))
-    finally:
-        for h in hooks:
-            h.remove()
+            for layer in range(n):
+                h = got[layer]
+                out[layer].append(h.reshape(-1, h.shape[-1]).half().cpu())
     return torch.stack([torch.cat(o) for o in out])
 
 
@@ -234,14 +229,9 @@ class Splicer:
 @torch.no_grad()
 def check_forward_from(model, ids: torch.Tensor, layer: int) -> float:
     """Max |logit difference| between a full forward and forward_from(layer) on one chunk."""
-    grabbed = {}
-    hk = blocks(model)[layer].register_forward_hook(
-        lambda m, i, o: grabbed.__setitem__("h", o[0] if isinstance(o, tuple) else o))
-    try:
+    with hooks.capture(model, [layer], stop=False) as grabbed:
         full = model(ids).logits
-    finally:
-        hk.remove()
-    return float((full - forward_from(model, grabbed["h"], layer)).abs().max())
+    return float((full - forward_from(model, grabbed[layer], layer)).abs().max())
 
 
 # ------------------------------------------------------------------------------- the runs

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from finsae.data.paths import cache_dir  # noqa: E402
+from finsae.lm import hooks  # noqa: E402
 
 
 @dataclass
@@ -125,27 +126,21 @@ def token_chunks(tok, n_tokens: int, seq_len: int, seed: int, skip: int = 0) -> 
 
 
 def blocks(model):
-    return model.model.layers
+    return hooks.decoder_layers(model)
 
 
 @torch.no_grad()
 def capture(model, chunks: torch.Tensor, batch_chunks: int, device: str) -> torch.Tensor:
     """[L, n_chunks * seq_len, d] float16 outputs of every block (hooks, not hidden_states: the
     last entry of hidden_states is after the final norm in some transformers versions)."""
-    out: list[list[torch.Tensor]] = [[] for _ in blocks(model)]
-
-    def hook(module, inputs, output, layer):
-        h = output[0] if isinstance(output, tuple) else output
-        out[layer].append(h.reshape(-1, h.shape[-1]).half().cpu())
-
-    hooks = [b.register_forward_hook(lambda m, i, o, l=l: hook(m, i, o, l))
-             for l, b in enumerate(blocks(model))]
-    try:
+    n = len(blocks(model))
+    out: list[list[torch.Tensor]] = [[] for _ in range(n)]
+    with hooks.capture(model, range(n), stop=False) as got:
         for s in range(0, len(chunks), batch_chunks):
             model.model(chunks[s:s + batch_chunks].to(device))
-    finally:
-        for h in hooks:
-            h.remove()
+            for layer in range(n):
+                h = got[layer]
+                out[layer].append(h.reshape(-1, h.shape[-1]).half().cpu())
     return torch.stack([torch.cat(o) for o in out])
 
 
@@ -234,14 +229,9 @@ class Splicer:
 @torch.no_grad()
 def check_forward_from(model, ids: torch.Tensor, layer: int) -> float:
     """Max |logit difference| between a full forward and forward_from(layer) on one chunk."""
-    grabbed = {}
-    hk = blocks(model)[layer].register_forward_hook(
-        lambda m, i, o: grabbed.__setitem__("h", o[0] if isinstance(o, tuple) else o))
-    try:
+    with hooks.capture(model, [layer], stop=False) as grabbed:
         full = model(ids).logits
-    finally:
-        hk.remove()
-    return float((full - forward_from(model, grabbed["h"], layer)).abs().max())
+    return float((full - forward_from(model, grabbed[layer], layer)).abs().max())
 
 
 # ------------------------------------------------------------------------------- the runs
@@ -258,7 +248,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
     from finsae.sae import SAEConfig, TrainConfig, evaluate_reconstruction, load_sae
-    from finsae.sae import groups as G
+    from finsae.sae.group_train import train_group_sae, transfer_sae
+    from finsae.sae.grouping import (choose_groups, equal_compute_width, even_groups,
+                                     lm_forward_flops, sae_train_flops, saving, training_cost)
+    from finsae.sae.layer_distance import angular_distances
+    from finsae.sae.plots import plot_distances
 
     T_start = time.perf_counter()
     out = Path(s.out)
@@ -288,19 +282,19 @@ def main(argv=None) -> int:
 
     # ---- 1. angular distances, streamed batch by batch, and the AMAD groups
     t0 = time.perf_counter()
-    dist, n_dist = G.angular_distances(
+    dist, n_dist = angular_distances(
         (train[:, a:a + 1024] for a in range(0, train.shape[1], 1024)), L, center=s.center)
-    grouping = G.choose_groups(dist, s.threshold)
+    grouping = choose_groups(dist, s.threshold)
     log["distance_seconds"], log["distance_tokens"] = time.perf_counter() - t0, n_dist
-    G.plot_distances(dist, out / "angular_distance.png", grouping.groups,
-                     title=f"SmolLM2-135M angular distance ({n_dist} tokens, centred)")
+    plot_distances(dist, out / "angular_distance.png", grouping.groups,
+                   title=f"SmolLM2-135M angular distance ({n_dist} tokens, centred)")
     np.savetxt(out / "angular_distance.csv", dist, delimiter=",", fmt="%.5f")
     amad_rows = [{"G": g, "n_saes": g + 1, "amad": v, "groups": grouping.partitions[g]}
                  for g, v in grouping.amad.items()]
     write_table(out / "amad", amad_rows)
     (out / "grouping.json").write_text(json.dumps(grouping.to_dict(), indent=1))
     n_saes = len(grouping.groups)
-    even = G.even_groups(L, grouping.chosen_g)
+    even = even_groups(L, grouping.chosen_g)
     print(f"AMAD: chosen G={grouping.chosen_g} ({n_saes} SAEs) groups={grouping.groups}",
           flush=True)
 
@@ -308,7 +302,7 @@ def main(argv=None) -> int:
     tc = TrainConfig(tokens=n_tok, batch_size=s.batch_size, lr=s.lr, seed=s.seed,
                      massive_factor=s.massive_factor, progress=False,
                      checkpoint_every=None)
-    small = G.equal_compute_width(d, s.d_sae, s.k, n_saes, L)
+    small = equal_compute_width(d, s.d_sae, s.k, n_saes, L)
     methods = {"per_layer": ([[l] for l in range(L)], s.d_sae),
                "amad_groups": (grouping.groups, s.d_sae),
                "even_groups": (even, s.d_sae),
@@ -325,7 +319,7 @@ def main(argv=None) -> int:
             # the per-layer run doubles as the scratch curve of the transfer experiment
             ck = name == "per_layer" and g[0] in ints(s.transfer_layers)
             t = TrainConfig(**{**tc.to_dict(), "checkpoint_every": ckpt_every if ck else None})
-            r = G.train_group_sae(train, g, cfg, t, out=folder, seed=s.seed + gi)
+            r = train_group_sae(train, g, cfg, t, out=folder, seed=s.seed + gi)
             seconds[name].append(r.seconds)
             sae = load_sae(folder)          # what was saved is what gets evaluated
             for l in g:
@@ -355,18 +349,18 @@ def main(argv=None) -> int:
     # ---- 4. cost model and the summary table
     n_params_block = sum(p.numel() for p in blocks(model)[0].parameters())
     cap_s_per_tok_depth = data["capture_seconds"] / (data["capture_tokens"] * L)
-    fl_cap_per_tok_depth = G.lm_forward_flops(n_params_block, 1, s.seq_len, d)
+    fl_cap_per_tok_depth = lm_forward_flops(n_params_block, 1, s.seq_len, d)
     summary = []
     base = None
     for name, (groups, width) in methods.items():
         sub = [r for r in rows if r["method"] == name]
         ce = [r for r in sub if "ce_loss_score" in r]
-        fl_train = G.sae_train_flops(d, width, s.k)
+        fl_train = sae_train_flops(d, width, s.k)
         costs = {}
         for shared in (True, False):
-            costs[("flops", shared)] = G.training_cost(groups, n_tok, fl_train,
-                                                       fl_cap_per_tok_depth, shared)
-            costs[("sec", shared)] = G.training_cost(
+            costs[("flops", shared)] = training_cost(groups, n_tok, fl_train,
+                                                     fl_cap_per_tok_depth, shared)
+            costs[("sec", shared)] = training_cost(
                 groups, n_tok, [x / n_tok for x in seconds[name]], cap_s_per_tok_depth, shared)
         if base is None:
             base = costs
@@ -379,12 +373,12 @@ def main(argv=None) -> int:
             "dead_fraction": float(np.mean([r["dead_fraction"] for r in sub])),
             "train_seconds": sum(seconds[name]),
             "train_tflops": costs[("flops", True)].train / 1e12,
-            "saving_flops_separate_runs": G.saving(base[("flops", False)],
-                                                   costs[("flops", False)]),
-            "saving_flops_shared_capture": G.saving(base[("flops", True)],
-                                                    costs[("flops", True)]),
-            "saving_seconds_separate_runs": G.saving(base[("sec", False)], costs[("sec", False)]),
-            "saving_seconds_shared_capture": G.saving(base[("sec", True)], costs[("sec", True)]),
+            "saving_flops_separate_runs": saving(base[("flops", False)],
+                                                 costs[("flops", False)]),
+            "saving_flops_shared_capture": saving(base[("flops", True)],
+                                                  costs[("flops", True)]),
+            "saving_seconds_separate_runs": saving(base[("sec", False)], costs[("sec", False)]),
+            "saving_seconds_shared_capture": saving(base[("sec", True)], costs[("sec", True)]),
         })
     for r in summary:
         r["fvu_cost_vs_per_layer"] = r["fvu"] - summary[0]["fvu"]
@@ -410,7 +404,7 @@ def main(argv=None) -> int:
             t = TrainConfig(**{**tc.to_dict(), "tokens": int(max(fracs) * n_tok),
                                "lr": s.lr * s.transfer_lr_scale, "checkpoint_every": ckpt_every})
             tf = runs / f"transfer_{direction}" / f"layer_{l}"
-            G.transfer_sae(nb, x, t, out=tf, layer=l)
+            transfer_sae(nb, x, t, out=tf, layer=l)
             for f in fracs:
                 tok_f = int(round(f * n_tok / ckpt_every)) * ckpt_every
                 p = tf / "checkpoints" / f"tokens_{tok_f}"
@@ -555,7 +549,7 @@ small budget and do not reproduce the papers' absolute numbers.
 
 ## Angular distance and AMAD
 
-{log['distance_tokens']} tokens, centring: {s.center} (see finsae/sae/groups.py). Complete
+{log['distance_tokens']} tokens, centring: {s.center} (see finsae/sae/layer_distance.py). Complete
 linkage on layers 0..{log['n_layers'] - 2}, last layer alone; G counts groups before the last
 layer. AMAD(G) for G = 1..12: {amad}. Paper, Pythia-160M: 0.450, 0.372, 0.314, 0.267, 0.231,
 0.179 (G = 1..6).

@@ -10,7 +10,7 @@ import pytest
 from finsae.cli import main
 from finsae.data.errors import DataError, UnknownTickerError
 from finsae.features.company import (CompanyFeatures, TokenLatents, content_token_mask,
-                                     massive_token_mask, pool_latents, token_words)
+                                     pool_latents, token_words)
 from finsae.features.labels import latent_labels, short_label, to_html, to_json
 from finsae.features.lookup import similar
 from finsae.features.store import FeatureSet
@@ -74,6 +74,30 @@ def test_token_latents_validation():
         TokenLatents(["A"], [0, 1], np.array([[7]]), np.ones((1, 1)), 4)
 
 
+def test_token_latents_keeps_ordinary_tokens_only():
+    import torch
+
+    from finsae.features.build import token_latents
+    from finsae.sae import SAEConfig, build_sae
+
+    class Store:
+        def __init__(self, norms):
+            self.X = torch.tensor(norms, dtype=torch.float32)[:, None] * torch.tensor([[0.6, 0.8]])
+            self.doc_index = torch.tensor([0, 0, 1, 1])
+
+        def tokens(self, layer):
+            return self.X
+
+    sae = build_sae(SAEConfig(d_in=2, d_sae=4, k=1), seed=0)
+    _, ok = token_latents(sae, Store([1, 1, 1, 100.0]), 0, ["A", "B"])
+    assert ok.tolist() == [True, True, True, False]          # False: the massive token
+    # the median is numpy's (mean of the two middle norms, 3 here, not the lower one, 2)
+    _, ok = token_latents(sae, Store([1, 2, 4, 100.0]), 0, ["A", "B"], massive_factor=1.5)
+    assert ok.tolist() == [True, True, True, False]
+    _, ok = token_latents(sae, Store([1, 2, 4, 100.0]), 0, ["A", "B"], massive_factor=None)
+    assert ok.all()
+
+
 def test_idf_and_max_df_known_answers():
     X = pd.DataFrame([[1.0, 2.0, 0.0], [3.0, 0.0, 0.0], [1.0, 0.0, 4.0]], index=["A", "B", "C"])
     cf = CompanyFeatures(max_df=0.5, weighting="idf", normalize=False).fit(X)
@@ -121,7 +145,6 @@ def test_content_token_mask_words_stopwords_and_name():
     mask = content_token_mask(toks, [0, len(toks)], ["Apple Inc."])
     assert mask.tolist() == [False, False, False, True, True, True, False, False, True, False,
                              False, False]
-    assert massive_token_mask(np.array([1, 1, 1, 100.0])).tolist() == [True, True, True, False]
     words = token_words(toks, [0, len(toks)])
     assert words[4] == words[5] == "smartphones" and words[2] == "."
 

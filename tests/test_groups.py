@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from finsae.sae.groups import (AngularDistance, amad, angular_distances, choose_groups,
-                               cluster_layers, even_groups, is_contiguous)
+from finsae.sae.grouping import amad, choose_groups, cluster_layers, even_groups, is_contiguous
+from finsae.sae.layer_distance import AngularDistance, angular_distances
 
 
 def block_distances(sizes, within=0.05, between=0.5, last_extra=0.3):
@@ -141,9 +141,10 @@ def test_max_tokens_stops_early():
 # ---------------------------------------------------------------- group and transfer SAEs
 
 from finsae.sae import SAEConfig, TrainConfig, evaluate_reconstruction, load_sae  # noqa: E402
-from finsae.sae.groups import (Cost, equal_compute_width, group_tokens, lm_forward_flops,  # noqa: E402
-                               mixed_layer_batches, sae_train_flops, saving, train_group_sae,
-                               training_cost, transfer_sae)
+from finsae.sae.group_train import (group_tokens, mixed_layer_batches,  # noqa: E402
+                                    train_group_sae, transfer_sae)
+from finsae.sae.grouping import (Cost, equal_compute_width, lm_forward_flops,  # noqa: E402
+                                 sae_train_flops, saving, training_cost)
 
 
 def layered_acts(n_layers=3, n=768, d=16, seed=0):
@@ -279,7 +280,7 @@ def test_model_stream_equals_direct_hidden_states():
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     from finsae.lm import LM
-    from finsae.sae.groups import model_layer_distances
+    from finsae.sae.layer_distance import model_layer_distances
 
     texts = ["banks lend money to firms and households in Ohio",
              "chips for data centers and gaming",

@@ -84,6 +84,19 @@ def test_stream_source_checkpoint_and_resume(tmp_path):
     resumed = train_sae(x, SAEConfig(d_in=16, d_sae=32, k=4), _tc(tokens=9216),
                         resume=ck[-1])
     assert resumed.tokens == 9216 and resumed.steps == 18
+    with pytest.raises(ValueError, match="not both"):
+        train_sae(x, SAEConfig(d_in=16, d_sae=32, k=4), _tc(tokens=9216), resume=ck[-1],
+                  init=r.sae)
+
+
+def test_init_starts_from_a_trained_sae():
+    x = _acts(n=3000)
+    cfg = SAEConfig(d_in=16, d_sae=32, k=4)
+    first = train_sae(x, cfg, _tc(tokens=2048)).sae
+    # lr = 0: nothing moves, so the result is the start (up to the scale fold round trip)
+    same = train_sae(x, cfg, _tc(tokens=512, lr=0.0), init=first).sae
+    for k, v in first.state_dict().items():
+        torch.testing.assert_close(same.state_dict()[k], v, atol=1e-5, rtol=1e-5)
 
 
 def test_batches_shuffle_and_errors(tmp_path):

@@ -15,7 +15,7 @@ import pandas as pd
 from ..data.errors import DataError
 from ..integrity import check_folder, report_damaged
 from .company import (DEFAULT_CONTENT_ONLY, DEFAULT_FEATURES, DEFAULT_POOLING, CompanyFeatures,
-                      TokenLatents, content_token_mask, massive_token_mask, pool_latents)
+                      TokenLatents, content_token_mask, pool_latents)
 
 #: what `finsae features build` uses unless told otherwise (chosen on 2001-2010, see
 #: experiments/results/search.md)
@@ -75,11 +75,16 @@ def encode_tokens(sae, X, *, batch: int = 8192, k: int | None = None):
 def token_latents(sae, store, layer: int, tickers, *, batch: int = 8192,
                   massive_factor: float | None = 10.0) -> tuple[TokenLatents, np.ndarray]:
     """SAE latents of every token of `store` at `layer` (texts = `tickers`, in order), and the
-    mask of ordinary tokens (False: residual norm above massive_factor x median, the attention
-    sinks, whose latents are noise; None keeps all)."""
+    mask of ordinary tokens (False: a massive token, residual norm above massive_factor x median:
+    the attention sinks, whose latents are noise and would dominate a sum; None keeps all)."""
+    from ..sae.metrics import massive_token_mask
+
     X = store.tokens(layer)
-    norms = X.norm(dim=1).numpy()
-    ok = massive_token_mask(norms, massive_factor) if massive_factor else np.ones(len(X), bool)
+    ok = np.ones(len(X), bool)
+    if massive_factor:
+        # numpy's median of the norms (the mean of the two middle ones), as features always used
+        median = float(np.median(X.norm(dim=1).numpy()))
+        ok = ~massive_token_mask(X, massive_factor, median=median).numpy()
     d_sae = int(getattr(getattr(sae, "cfg", None), "d_sae", 0) or sae.encode(X[:1]).shape[1])
     idx, val = encode_tokens(sae, X, batch=batch)
     offsets = doc_offsets(store.doc_index, len(tickers))

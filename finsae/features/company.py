@@ -203,15 +203,6 @@ def _starts_word(toks: Sequence[str], i: int, lo: int) -> bool:
     return not (toks[i][:1].isalnum() and prev[-1:].isalnum())
 
 
-def massive_token_mask(norms: np.ndarray, factor: float = 10.0) -> np.ndarray:
-    """True for ordinary tokens: residual norm at most `factor` x the median norm.
-
-    In SmolLM2 the first positions (attention sinks) reach norms of 10,000+ against a median of
-    about 175; their SAE latents say nothing about the text and would dominate a sum."""
-    norms = np.asarray(norms, dtype=float)
-    return norms <= factor * np.median(norms)
-
-
 # ----------------------------------------------------------------------------- weighting
 
 class CompanyFeatures:

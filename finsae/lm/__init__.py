@@ -10,7 +10,8 @@ Convention: layer / block i means the output of decoder block i, which is
 """
 
 from .capture import CaptureConfig, cache_key, encode_texts, tokenize
-from .load import DEFAULT_MODEL, KNOWN_MODELS, LM, block, decoder_layers, fingerprint, load_lm
+from .hooks import block, decoder_layers
+from .load import DEFAULT_MODEL, KNOWN_MODELS, LM, fingerprint, load_lm
 from .store import ActivationStore, EncodeStats
 
 __all__ = ["ActivationStore", "CaptureConfig", "DEFAULT_MODEL", "EncodeStats", "KNOWN_MODELS",

@@ -5,10 +5,11 @@ Index convention: block i's output is ``hidden_states[i + 1]`` of a transformers
 the last block, whose hidden_states entry has the final norm applied; here it is the raw
 block output.
 
-Speed: a forward hook on the last requested block raises `_Stop`, so the blocks after it and
-the LM head (a 49k-vocabulary matmul for SmolLM2) never run. Texts are batched by length
-within a shard under a token budget, and padded on the right: in a causal model real tokens
-never attend to later (padding) positions, so a text's activations do not depend on its batch.
+Speed: the hook on the last requested block ends the forward (`hooks.capture`), so the blocks
+after it and the LM head (a 49k-vocabulary matmul for SmolLM2) never run. Texts are batched by
+length within a shard under a token budget, and padded on the right: in a causal model real
+tokens never attend to later (padding) positions, so a text's activations do not depend on its
+batch.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import json
 import operator
 import re
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -29,7 +29,8 @@ from .. import dist
 from ..data.paths import cache_dir
 from ..hashing import Hasher, texts_digest
 from ..integrity import report_damaged
-from .load import LM, block
+from .hooks import capture, forward
+from .load import LM
 from .store import FORMAT, ActivationStore, EncodeStats, read_shard, write_json, write_shard
 
 
@@ -54,10 +55,6 @@ class Tokenized(NamedTuple):
     offsets: list[list[tuple[int, int]]]   # (start, end) characters of each token
 
 
-class _Stop(Exception):
-    """Raised by the hook on the last needed block to end the forward early."""
-
-
 def encode_texts(lm: LM, texts: Sequence[str], layers: Sequence[int] | int = (15,),
                  max_tokens: int = 512, *, cache: bool = True, bos: bool = True,
                  keep_tokens: bool = True, batch_tokens: int = 4096,
@@ -80,7 +77,7 @@ def encode_texts(lm: LM, texts: Sequence[str], layers: Sequence[int] | int = (15
     """
     world, rank = dist.world_size(), dist.rank()
     layers = (layers,) if isinstance(layers, int) else tuple(layers)
-    cfg = CaptureConfig(layers=_check_layers(layers, lm.n_layers), max_tokens=int(max_tokens),
+    cfg = CaptureConfig(layers=check_layers(layers, lm.n_layers), max_tokens=int(max_tokens),
                         bos=bool(bos), keep_tokens=bool(keep_tokens),
                         batch_tokens=int(batch_tokens), shard_tokens=int(shard_tokens))
     if cfg.max_tokens < 1 or cfg.batch_tokens < 1 or cfg.shard_tokens < 1:
@@ -137,7 +134,7 @@ def encode_texts(lm: LM, texts: Sequence[str], layers: Sequence[int] | int = (15
                disable=(None if progress is None else not progress) if rank == 0 else True,
                desc=f"encode {lm.name} {list(cfg.layers)}")
     try:
-        with _capture_hooks(lm.model, cfg.layers) as captured:
+        with capture(lm.model, cfg.layers) as captured:
             for j in mine:
                 s = manifest["shards"][j]
                 a, b = s["start"], s["end"]
@@ -185,36 +182,6 @@ def cache_key(lm: LM, cfg: CaptureConfig, texts: Sequence[str]) -> str:
 
 
 # ---- internals ----------------------------------------------------------------------------
-@contextmanager
-def _capture_hooks(model: torch.nn.Module, layers: tuple[int, ...]):
-    """Hooks writing each requested block's output into a dict; the last one stops the run."""
-    captured: dict[int, torch.Tensor] = {}
-    last = max(layers)
-
-    def make(i: int):
-        def hook(module, args, output):
-            captured[i] = output[0] if isinstance(output, tuple) else output
-            if i == last:
-                raise _Stop
-        return hook
-
-    handles = [block(model, i).register_forward_hook(make(i)) for i in layers]
-    try:
-        yield captured
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _forward(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> None:
-    try:
-        model(input_ids=ids, attention_mask=mask, use_cache=False)
-    except _Stop:
-        return
-    raise RuntimeError("the forward finished without reaching the last requested block "
-                       "(are the hooks on this model's decoder blocks?)")
-
-
 def _encode_shard(lm: LM, tok: Tokenized, first_doc: int, cfg: CaptureConfig,
                   bos_id: int | None, captured: dict, bar) -> dict[str, torch.Tensor]:
     n_docs = len(tok.ids)
@@ -238,7 +205,10 @@ def _encode_shard(lm: LM, tok: Tokenized, first_doc: int, cfg: CaptureConfig,
                 ids[r, :len(seq)] = torch.tensor(seq)
                 mask[r, :len(seq)] = 1
             captured.clear()
-            _forward(lm.model, ids.to(device), mask.to(device))
+            if not forward(lm.model, input_ids=ids.to(device), attention_mask=mask.to(device),
+                           use_cache=False):
+                raise RuntimeError("the forward finished without reaching the last requested "
+                                   "block (are the hooks on this model's decoder blocks?)")
             for i in cfg.layers:
                 h = captured[i].float().cpu()
                 for r, k in enumerate(batch):
@@ -311,7 +281,9 @@ def _read_manifest(folder: Path, key: str) -> dict | None:
     return m if m.get("key") == key and m.get("format") == FORMAT else None
 
 
-def _check_layers(layers: tuple[int, ...], n_layers: int) -> tuple[int, ...]:
+def check_layers(layers: tuple[int, ...], n_layers: int) -> tuple[int, ...]:
+    """Layer indices as sorted, distinct, non-negative block numbers; IndexError if out of
+    range, TypeError if not integers."""
     if not layers:
         raise ValueError("no layers requested")
     out = []

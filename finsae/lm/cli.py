@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, device: str) -> int:
     from .. import dist
     from ..data.companies import load_companies
-    from .capture import _check_layers, encode_texts
+    from .capture import check_layers, encode_texts
     from .load import load_lm
 
     companies = load_companies(args.companies, vintage=args.vintage)
@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace, device: str) -> int:
                      progress=False if args.no_progress else None)
     layers = _parse_layers(args.layers, lm.n_layers)
     try:
-        _check_layers(layers, lm.n_layers)
+        check_layers(layers, lm.n_layers)
     except (IndexError, TypeError) as e:
         raise DataError(f"--layers: {e}") from None
 

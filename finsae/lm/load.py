@@ -24,6 +24,7 @@ from ..data.errors import DataError
 from ..data.paths import cache_dir
 from ..hashing import Hasher, file_stat_key
 from ..integrity import check_folder, report_damaged, write_folder_checksums
+from .hooks import decoder_layers
 
 
 @dataclass(frozen=True)
@@ -211,34 +212,6 @@ def _gguf_block_count(path: Path) -> int | None:
                 return int(read(ints[vtype]))
             skip(vtype)
     return None
-
-
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The list of decoder blocks of a causal LM (Llama-like, GPT-NeoX/Pythia, GPT-2, OPT...)."""
-    for path in ("model.layers", "gpt_neox.layers", "transformer.h", "model.decoder.layers",
-                 "layers", "h"):
-        obj = model
-        for attr in path.split("."):
-            obj = getattr(obj, attr, None)
-            if obj is None:
-                break
-        if isinstance(obj, torch.nn.ModuleList):
-            return obj
-    raise ValueError(f"cannot find the decoder blocks of {type(model).__name__}: expected one of "
-                     "model.layers, gpt_neox.layers, transformer.h, model.decoder.layers")
-
-
-def block(model: torch.nn.Module, i: int) -> torch.nn.Module:
-    """The i-th decoder block; its output is ``hidden_states[i + 1]`` of a full forward.
-
-    Hook it to read or replace the residual stream after block i, e.g. to splice an SAE
-    reconstruction in. Negative i counts from the end.
-    """
-    layers = decoder_layers(model)
-    n = len(layers)
-    if not -n <= i < n:
-        raise IndexError(f"block {i} out of range: the model has {n} blocks (0..{n - 1})")
-    return layers[i]
 
 
 def fingerprint(model: torch.nn.Module, tokenizer=None) -> str:

@@ -1,5 +1,5 @@
 """Sparse autoencoders: architectures, fast training, the standard metrics, SAELens- and
-sparsify-compatible files.
+sparsify-compatible files, Group-SAE layer groups and layer transfer.
 
     from finsae.sae import SAEConfig, TrainConfig, train_sae, load_sae, evaluate_reconstruction
     res = train_sae("acts.safetensors", SAEConfig(d_in=576, d_sae=4608, k=32),
@@ -8,21 +8,28 @@ sparsify-compatible files.
     z = sae.encode(x)                     # [tokens, d_sae] latent activations of raw x
 """
 
+from ..lm.hooks import block as find_block  # the block finder, under its older name
 from .architectures import (REGISTRY, BatchTopKSAE, ForwardOutput, JumpReLUSAE, ReLUSAE,
                             SparseAutoencoder, TopKSAE, build_sae)
 from .config import ARCHS, SAEConfig, TrainConfig, default_lr
+from .group_train import group_tokens, train_group_sae, transfer_sae
+from .grouping import GroupingResult, amad, choose_groups, cluster_layers, even_groups
 from .io import detect_layout, load_sae, save_saelens, save_sae, save_sparsify
 from .kernels import EncoderOutput
-from .metrics import (ReconStats, ce_loss_score, evaluate_reconstruction, find_block, fvu,
+from .layer_distance import AngularDistance, angular_distances, model_layer_distances
+from .metrics import (ReconStats, ce_loss_score, evaluate_reconstruction, fvu,
                       massive_token_mask, splice_metrics, splice_metrics_on_texts)
 from .train import (Batches, TrainResult, geometric_median, load_activations,
                     stream_activations, train_sae)
 
 __all__ = [
-    "ARCHS", "REGISTRY", "BatchTopKSAE", "Batches", "EncoderOutput", "ForwardOutput",
-    "JumpReLUSAE", "ReLUSAE", "ReconStats", "SAEConfig", "SparseAutoencoder", "TopKSAE",
-    "TrainConfig", "TrainResult", "build_sae", "ce_loss_score", "default_lr", "detect_layout",
-    "evaluate_reconstruction", "find_block", "fvu", "geometric_median", "load_activations",
-    "load_sae", "massive_token_mask", "save_sae", "save_saelens", "save_sparsify",
-    "splice_metrics", "splice_metrics_on_texts", "stream_activations", "train_sae",
+    "ARCHS", "REGISTRY", "AngularDistance", "BatchTopKSAE", "Batches", "EncoderOutput",
+    "ForwardOutput", "GroupingResult", "JumpReLUSAE", "ReLUSAE", "ReconStats", "SAEConfig",
+    "SparseAutoencoder", "TopKSAE", "TrainConfig", "TrainResult", "amad", "angular_distances",
+    "build_sae", "ce_loss_score", "choose_groups", "cluster_layers", "default_lr",
+    "detect_layout", "evaluate_reconstruction", "even_groups", "find_block", "fvu",
+    "geometric_median", "group_tokens", "load_activations", "load_sae", "massive_token_mask",
+    "model_layer_distances", "save_sae", "save_saelens", "save_sparsify", "splice_metrics",
+    "splice_metrics_on_texts", "stream_activations", "train_group_sae", "train_sae",
+    "transfer_sae",
 ]

@@ -135,7 +135,7 @@ def _run_train(args: argparse.Namespace, device: str) -> int:
             raise DataError(f"blocks {missing} not in the activation store (it has "
                             f"{store.layers})", path=store.path)
         if group:
-            from .groups import group_tokens
+            from .group_train import group_tokens
             acts = group_tokens({i: store.tokens(i) for i in group}, group, args.seed).float()
         else:
             acts = store.tokens(args.layer)

@@ -60,7 +60,9 @@ def add_commands(sae_subparsers) -> None:
 def run_groups(args) -> int:
     import numpy as np
 
-    from .groups import choose_groups, model_layer_distances, plot_distances
+    from .grouping import choose_groups
+    from .layer_distance import model_layer_distances
+    from .plots import plot_distances
 
     info: dict = {}
     if args.distances:
@@ -115,7 +117,7 @@ def run_transfer(args) -> int:
 def _run_transfer(args) -> int:
     from .. import dist
     from .config import TrainConfig
-    from .groups import transfer_sae
+    from .group_train import transfer_sae
     from .io import load_sae
     from .metrics import evaluate_reconstruction
     from .train import load_activations

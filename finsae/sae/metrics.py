@@ -19,13 +19,12 @@ their clean activation in the splice; how many is reported.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.errors import DataError
+from ..lm import hooks
 
 
 def massive_token_mask(acts: Tensor, factor: float | None = 10.0,
@@ -119,21 +118,6 @@ def evaluate_reconstruction(sae, acts: Tensor, *, batch_size: int = 4096,
 
 # --- splicing into the LM -------------------------------------------------------------------
 
-def find_block(model, layer: int):
-    """Decoder block `layer` of a HF causal LM (Llama/Mistral/Qwen, GPT-NeoX, GPT-2 styles)."""
-    for path in ("model.layers", "gpt_neox.layers", "transformer.h", "layers"):
-        obj = model
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        if not -len(obj) <= layer < len(obj):
-            raise DataError(f"layer {layer} out of range: the model has {len(obj)} blocks")
-        return obj[layer]
-    raise DataError(f"cannot find the decoder blocks of {type(model).__name__}")
-
-
 def ce_loss_score(l_clean: float, l_spliced: float, l_zero: float) -> float:
     """(L_zero - L_spliced) / (L_zero - L_clean): 1 = as good as clean, 0 = as bad as zeros;
     NaN when zero ablation does not change the loss."""
@@ -163,24 +147,23 @@ def splice_metrics(model, sae, input_ids: Tensor, attention_mask: Tensor | None 
         attention_mask = torch.ones_like(input_ids)
     if input_ids.shape != attention_mask.shape or input_ids.ndim != 2:
         raise DataError("input_ids and attention_mask must both be [batch, seq]")
-    block = find_block(model, layer) if block is None else block
+    block = hooks.block(model, layer) if block is None else block
     state: dict = {}
 
-    def hook(_mod, _inp, out):
-        fn: Callable | None = state.get("fn")
+    def edit(h: Tensor) -> Tensor | None:
+        """Clean run (fn None): keep h. Otherwise h with fn applied at the masked tokens."""
+        fn = state.get("fn")
         if fn is None:
-            state["h"] = out[0] if isinstance(out, tuple) else out
+            state["h"] = h
             return None
-        h = out[0] if isinstance(out, tuple) else out
         m = state["mask"]
         new = h.clone()
         new[m] = fn(h[m]).to(h.dtype)
-        return (new, *out[1:]) if isinstance(out, tuple) else new
+        return new
 
-    handle = block.register_forward_hook(hook)
     tot = {"clean": 0.0, "spliced": 0.0, "zero": 0.0, "kl": 0.0}
     n_pred = n_spliced = n_massive = 0
-    try:
+    with hooks.replace_output(block, edit):
         for s in range(0, len(input_ids), batch_size):
             ids, am = input_ids[s:s + batch_size], attention_mask[s:s + batch_size].bool()
             valid = am[:, :-1] & am[:, 1:]
@@ -209,8 +192,6 @@ def splice_metrics(model, sae, input_ids: Tensor, attention_mask: Tensor | None 
             tot["zero"] += float(ce_z.sum())
             tot["kl"] += float((lp_c.exp() * (lp_c - lp_s)).sum())
             n_pred += int(valid.sum())
-    finally:
-        handle.remove()
     if n_pred == 0:
         raise DataError("no next-token predictions to score (texts too short?)")
     l_clean, l_spl, l_zero = (tot[k] / n_pred for k in ("clean", "spliced", "zero"))

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .. import dist
 from ..data.errors import DataError
+from ..lm import hooks
 from .architectures import SparseAutoencoder, build_sae
 from .config import SAEConfig, TrainConfig, default_lr
 from .io import save_sae
@@ -207,6 +208,15 @@ class TrainResult:
         return self.tokens / max(self.seconds, 1e-9)
 
 
+def _seeded_sample(batches: Batches, n: int, seed: int) -> Tensor:
+    """The first n tokens of a permutation (seeded, its own generator) of a tensor source's kept
+    tokens; up to n buffered tokens of a stream."""
+    if batches.tensor is None:
+        return batches.peek(n)
+    t = batches.tensor
+    return t[torch.randperm(len(t), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
 def _adam(params, lr):
     for kw in ({"fused": True}, {"foreach": True}, {}):
         try:
@@ -226,10 +236,17 @@ def folded_copy(sae: SparseAutoencoder, scale: float) -> SparseAutoencoder:
 
 def train_sae(source, sae_cfg: SAEConfig | dict | None = None,
               train_cfg: TrainConfig | None = None, *, out: str | Path | None = None,
-              resume: str | Path | None = None, d_sae: int | None = None,
+              resume: str | Path | None = None, init: SparseAutoencoder | None = None,
+              d_sae: int | None = None,
               device: str | torch.device | None = None) -> TrainResult:
     """Train an SAE on `source`: a [n, d] tensor, a safetensors path/folder, or an iterable of
     [n, d] chunks (e.g. `stream_activations`). Saves to `out` (finsae layout) when given.
+
+    init: start from this trained SAE (acting on raw activations, as saved) instead of a fresh
+    initialisation, e.g. an SAE of a neighbouring layer (`transfer_sae`). Its weights are
+    rescaled to `source`'s activation scale, taken on the first 65536 tokens of a seeded
+    permutation of the kept tokens (a stream: its first buffer); the optimizer, the
+    dead-latent counters and the batch order start fresh.
 
     device: where the SAE and its batches live (default cpu; the activations stay on the CPU
     and each batch is copied over). The returned SAE is on the CPU.
@@ -244,6 +261,8 @@ def train_sae(source, sae_cfg: SAEConfig | dict | None = None,
     top-k is taken per rank (its threshold is averaged), so it is an approximation there.
     """
     tc = train_cfg or TrainConfig()
+    if init is not None and resume is not None:
+        raise ValueError("train_sae: give init (a start) or resume (a checkpoint), not both")
     world, rank = dist.world_size(), dist.rank()
     device = torch.device("cpu" if device is None else device)
     on_cpu = device.type == "cpu"
@@ -260,14 +279,16 @@ def train_sae(source, sae_cfg: SAEConfig | dict | None = None,
     torch.manual_seed(tc.seed)
     scale = 1.0
     if tc.normalize_activations:
-        scale = float(1.0 / sample.pow(2).sum(1).mean().sqrt().clamp_min(1e-12))
+        part = sample if init is None else _seeded_sample(batches, 65536, tc.seed)
+        scale = float(1.0 / part.pow(2).sum(1).mean().sqrt().clamp_min(1e-12))
     sae = build_sae(sae_cfg, seed=tc.seed).train()
-    with torch.no_grad():
-        init = sample[:16384] * scale
-        if tc.b_dec_init == "geometric_median":
-            sae.b_dec.copy_(geometric_median(init))
-        elif tc.b_dec_init == "mean":
-            sae.b_dec.copy_(init.mean(0))
+    if init is None:
+        with torch.no_grad():
+            start = sample[:16384] * scale
+            if tc.b_dec_init == "geometric_median":
+                sae.b_dec.copy_(geometric_median(start))
+            elif tc.b_dec_init == "mean":
+                sae.b_dec.copy_(start.mean(0))
     if not on_cpu:
         sae.to(device)
     if world > 1:  # a streamed source samples per rank: rank 0's scale and init are used
@@ -280,6 +301,11 @@ def train_sae(source, sae_cfg: SAEConfig | dict | None = None,
     opt = _adam(list(sae.parameters()), lr)
     since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=device)
     tokens = steps = 0
+    if init is not None:
+        start = copy.deepcopy(init).train()
+        start.fold_input_scale(1.0 / scale)       # acts on scale * x, as training expects
+        sae.load_state_dict(start.state_dict())
+        batches.g.manual_seed(tc.seed)            # the batch order of a fresh generator
     if resume is not None:
         state = torch.load(Path(resume) / "trainer.pt", weights_only=True,  # no pickled code
                            map_location=device)
@@ -426,28 +452,15 @@ def _checkpoint(folder: Path, sae, opt, since_fired, tokens, steps, scale, batch
 
 # --- live LM stream ---------------------------------------------------------------------------
 
-class _Stop(Exception):
-    """Raised by the hook so the LM forward ends at the last block needed."""
-
-
 @torch.no_grad()
 def stream_activations(model, tokenizer, texts: Iterable[str], *, layer: int,
                        batch_size: int = 8, max_length: int = 256, block=None) -> Iterator[Tensor]:
     """Yield [n_real_tokens, d] outputs of decoder block `layer`, padding removed, one chunk
     per batch of texts; the forward stops after that block."""
-    from .metrics import find_block
-    block = find_block(model, layer) if block is None else block
-    grabbed = {}
-
-    def hook(_m, _i, out):
-        grabbed["h"] = out[0] if isinstance(out, tuple) else out
-        raise _Stop
-
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
-    handle = block.register_forward_hook(hook)
-    try:
+    with hooks.capture(model, [layer], blocks=None if block is None else [block]) as grabbed:
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "right"
         batch: list[str] = []
         for text in list(texts) + [None]:
             if text is not None:
@@ -458,11 +471,6 @@ def stream_activations(model, tokenizer, texts: Iterable[str], *, layer: int,
                 break
             enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
                             max_length=max_length)
-            try:
-                model(**enc)
-            except _Stop:
-                pass
-            yield grabbed["h"][enc["attention_mask"].bool()].float()
+            hooks.forward(model, **enc)
+            yield grabbed[layer][enc["attention_mask"].bool()].float()
             batch = []
-    finally:
-        handle.remove()

@@ -22,6 +22,7 @@ from pathlib import Path
 from .config_check import check_layer_in_model, check_run_config, check_run_inputs
 from .data.errors import DataError
 from .hashing import file_digest, json_key
+from .lm.defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from .methods import EvaluateConfig
 from .pairs.compare import BacktestSettings
 from .stages import StageResult, run_stage
@@ -45,9 +46,9 @@ class DataSection:
 @dataclass
 class SAESection:
     #: language model (short name, Hugging Face id, folder or .gguf)
-    model: str = "smollm2-135m"
+    model: str = DEFAULT_MODEL
     #: residual stream after this block (chosen on 2001-2010: experiments/results/search.md)
-    layer: int = 5
+    layer: int = DEFAULT_LAYER
     #: more blocks, each with its own SAE, whose company vectors are joined to the layer's
     #: (each L2-normalised: the cosine is the mean of the blocks' cosines)
     extra_layers: list[int] = field(default_factory=list)

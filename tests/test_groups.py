@@ -235,7 +235,7 @@ def test_cost_model():
 def _sae_cli():
     import argparse
 
-    from finsae.sae.groups_cli import add_commands
+    from finsae.cli.sae_groups import add_commands
     p = argparse.ArgumentParser(prog="finsae sae")
     add_commands(p.add_subparsers(dest="sae_verb", required=True))
     return p

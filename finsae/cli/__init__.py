@@ -15,7 +15,7 @@ from .common import common_inputs  # noqa: F401  (the verbs' modules outside thi
 
 #: verb -> (module providing register(), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("finsae.data.cli", "validate inputs and print coverage"),
+    "data": ("finsae.cli.data", "validate inputs and print coverage"),
     "backtest": ("finsae.cli.backtest", "cointegration pairs backtest per grouping method"),
     "similar": ("finsae.features.lookup", "nearest companies by SAE features, with explanations"),
     "features": ("finsae.features.cli",
@@ -24,8 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                       "k-means, SIC/GICS labels)"),
     "evaluate": ("finsae.cli.evaluate", "peer R², kNN-10 and MeanCorr of clusters vs SIC, "
                                         "GICS, embeddings and baselines"),
-    "encode": ("finsae.lm.cli", "LM activations of every company description (cached)"),
-    "sae": ("finsae.sae.cli", "train and evaluate sparse autoencoders"),
+    "encode": ("finsae.cli.encode", "LM activations of every company description (cached)"),
+    "sae": ("finsae.cli.sae", "train and evaluate sparse autoencoders"),
     "run": ("finsae.cli.run", "the main job: encode, SAE, features, evaluate, backtest, report"),
 }
 

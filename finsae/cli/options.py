@@ -104,15 +104,19 @@ def add_dataclass_flags(parser, cls, *, skip=(), flags: dict | None = None,
     flags: field -> extra flag strings (old spellings kept working)."""
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
-    defaults = cls()
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name} has no default: skip it or give a flag")
         flag = f"--{prefix}{f.name.replace('_', '-')}"
         names = [flag, *(flags or {}).get(f.name, ())]
         tp, optional = _unwrap(hints[f.name])
-        default = getattr(defaults, f.name)
-        help_ = docs.get(f.name, "")
+        help_ = docs.get(f.name, "").replace("%", "%%")  # argparse formats help with %
         kw = dict(dest=f"{prefix.replace('-', '_')}{f.name}", default=default)
         origin = typing.get_origin(tp)
         if tp is bool:
@@ -135,13 +139,13 @@ def add_dataclass_flags(parser, cls, *, skip=(), flags: dict | None = None,
         parser.add_argument(*names, help=f"{help_} (default: {_show(default)})", **kw)
 
 
-def dataclass_from_args(cls, args, *, prefix: str = "", **overrides):
+def dataclass_from_args(cls, args, *, prefix: str = "", skip=(), **overrides):
     """An instance of `cls` from the parsed flags of `add_dataclass_flags` (lists split on
-    commas as well as spaces)."""
+    commas as well as spaces); `overrides` set fields directly."""
     kw = {}
     for f in dataclasses.fields(cls):
         dest = f"{prefix.replace('-', '_')}{f.name}"
-        if not hasattr(args, dest):
+        if f.name in skip or not hasattr(args, dest):
             continue
         v = getattr(args, dest)
         if isinstance(v, list):

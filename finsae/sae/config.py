@@ -18,11 +18,13 @@ class SAEConfig:
 
     d_in: int
     d_sae: int
+    #: SAE architecture: topk, batchtopk, relu, jumprelu
     arch: str = "topk"
     #: active latents per token (topk; batchtopk: on average over the batch)
     k: int = 32
-    #: JumpReLU: initial threshold and the width of the straight-through kernel
+    #: JumpReLU: initial threshold
     jumprelu_init_threshold: float = 1e-3
+    #: JumpReLU: width of the straight-through kernel
     jumprelu_bandwidth: float = 1e-3
     #: free-form provenance (model, layer, hook, dataset); not used by the forward pass
     meta: dict = field(default_factory=dict)
@@ -56,21 +58,25 @@ def default_lr(d_sae: int) -> float:
 class TrainConfig:
     """How to train. Token counts are counted after massive tokens are dropped."""
 
+    #: training tokens (the activations are cycled through)
     tokens: int = 1_000_000
+    #: tokens per optimizer step (under torchrun: the global batch)
     batch_size: int = 4096
-    #: None: default_lr(d_sae)
+    #: Adam learning rate (none: 2e-4 / sqrt(d_sae / 2^14), Gao et al. 2024)
     lr: float | None = None
+    #: seed of the initialisation and of the batch order
     seed: int = 0
     #: decoder-bias init: "geometric_median", "mean" or "zero" (zero kills latents on
     #: residual streams with a large mean, see the module docs)
     b_dec_init: str = "geometric_median"
     #: scale inputs so their mean squared norm is 1; folded into the weights when saving
     normalize_activations: bool = True
-    #: drop tokens whose norm exceeds this multiple of the median norm (None: keep all)
+    #: drop tokens whose norm exceeds this multiple of the median norm (none or 0: keep all)
     massive_factor: float | None = 10.0
     #: a latent is dead once it has not fired for this many tokens (OpenAI/EleutherAI use 10M;
     #: capped at a quarter of the run so short runs still get the AuxK signal)
     dead_tokens: int = 10_000_000
+    #: weight of the AuxK loss (dead latents reconstruct the residual error; TopK kinds)
     auxk_coef: float = 1 / 32
     #: ReLU SAE: L1 penalty; JumpReLU: L0 penalty
     l1_coef: float = 5e-3
@@ -84,6 +90,8 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
+        if self.massive_factor is not None and self.massive_factor <= 0:
+            self.massive_factor = None  # 0 keeps every token, as the flag always said
         if self.b_dec_init not in ("geometric_median", "mean", "zero"):
             raise DataError(f"b_dec_init must be geometric_median, mean or zero, "
                             f"got {self.b_dec_init!r}")

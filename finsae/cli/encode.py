@@ -7,11 +7,13 @@ import json
 import sys
 
 from ..data.errors import DataError
-from .load import DEFAULT_MODEL, KNOWN_MODELS
+from ..lm.capture import CaptureConfig
+from ..lm.defaults import DEFAULT_LAYER, DEFAULT_MODEL
+from .options import add_dataclass_flags
 
 
 def register(subparsers) -> None:
-    from ..cli import common_inputs
+    from .common import common_inputs
 
     p = subparsers.add_parser(
         "encode", help="LM activations of every company description (cached, resumable)",
@@ -25,18 +27,12 @@ def register(subparsers) -> None:
     p.add_argument("--corpus", action="store_true",
                    help="also encode the bundled FinanceDatabase corpus")
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"short name ({', '.join(KNOWN_MODELS)}), Hugging Face id, model folder "
-                        f"or .gguf file (default {DEFAULT_MODEL})")
-    p.add_argument("--layers", default="15",
-                   help="block indices, comma-separated, or 'all' (default 15; block i's output "
-                        "is hidden_states[i+1])")
-    p.add_argument("--max-tokens", type=int, default=512,
-                   help="truncate each text to this many tokens (default 512)")
-    p.add_argument("--batch-tokens", type=int, default=4096,
-                   help="padded tokens per forward batch (default 4096)")
-    p.add_argument("--shard-tokens", type=int, default=32768,
-                   help="text tokens per cache shard, the unit of resumption and of the split "
-                        "between torchrun processes (default 32768)")
+                   help=f"short name, Hugging Face id, model folder or .gguf file (default "
+                        f"{DEFAULT_MODEL})")
+    p.add_argument("--layers", default=str(DEFAULT_LAYER),
+                   help=f"block indices, comma-separated, or 'all' (default {DEFAULT_LAYER}; "
+                        f"block i's output is hidden_states[i+1])")
+    add_dataclass_flags(p, CaptureConfig, skip=("layers", "keep_tokens"))
     p.add_argument("--device", default="cpu",
                    help="cpu, cuda, cuda:1 ... (default cpu). Under torchrun the shards are "
                         "split between the processes (cuda means cuda:LOCAL_RANK)")
@@ -63,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, device: str) -> int:
     from .. import dist
     from ..data.companies import load_companies
-    from .capture import check_layers, encode_texts
-    from .load import load_lm
+    from ..lm.capture import check_layers, encode_texts
+    from ..lm.load import load_lm
 
     companies = load_companies(args.companies, vintage=args.vintage)
     desc = companies["description"].fillna("").astype(str)
@@ -89,7 +85,7 @@ def _run(args: argparse.Namespace, device: str) -> int:
     for name, texts, skipped in jobs:
         if not texts:
             raise DataError(f"no non-empty {name} to encode")
-        store = encode_texts(lm, texts, layers, max_tokens=args.max_tokens,
+        store = encode_texts(lm, texts, layers, max_tokens=args.max_tokens, bos=args.bos,
                              batch_tokens=args.batch_tokens, keep_tokens=not args.means_only,
                              shard_tokens=args.shard_tokens,
                              progress=False if args.no_progress else None)
@@ -137,5 +133,5 @@ def _corpus_texts() -> tuple[list[str], int]:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from ..cli import main
+    from . import main
     sys.exit(main(["encode", *sys.argv[1:]]))

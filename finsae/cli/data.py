@@ -7,7 +7,7 @@ import sys
 
 
 def register(sub) -> None:
-    from ..cli import common_inputs
+    from .common import common_inputs
 
     p = sub.add_parser("data", help="validate inputs and print coverage")
     verbs = p.add_subparsers(dest="data_verb", metavar="VERB", required=True)
@@ -20,9 +20,9 @@ def register(sub) -> None:
 
 
 def run_check(args) -> int:
-    from .companies import load_companies
-    from .coverage import coverage, coverage_table
-    from .prices import load_prices
+    from ..data.companies import load_companies
+    from ..data.coverage import coverage, coverage_table
+    from ..data.prices import load_prices
 
     companies = load_companies(args.companies, vintage=args.vintage)
     prices = load_prices(args.prices)

@@ -10,13 +10,18 @@ import json
 import sys
 from pathlib import Path
 
+from ..lm.defaults import DEFAULT_MODEL
+from ..sae.config import TrainConfig
+from .options import add_dataclass_flags, dataclass_from_args
+
 
 def add_commands(sae_subparsers) -> None:
     p = sae_subparsers.add_parser(
         "groups", help="angular distances between layers, AMAD(G) and the Group-SAE layer groups")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", default="smollm2-135m",
-                     help="LM whose blocks are compared (short name, HF id, folder, .gguf)")
+    src.add_argument("--model", default=DEFAULT_MODEL,
+                     help="LM whose blocks are compared (short name, HF id, folder, .gguf; "
+                          "default: %(default)s)")
     src.add_argument("--distances", metavar="CSV",
                      help="a saved [L, L] distance matrix instead of a model")
     p.add_argument("--texts", type=int, default=256,
@@ -27,8 +32,9 @@ def add_commands(sae_subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="texts per forward")
     p.add_argument("--center", choices=("running", "none"), default="running",
                    help="subtract a running mean per layer before the cosine (the paper's code)")
-    p.add_argument("--massive-factor", type=float, default=10.0,
-                   help="drop tokens whose norm exceeds this multiple of the median")
+    p.add_argument("--massive-factor", type=float, default=TrainConfig.massive_factor,
+                   help="drop tokens whose norm exceeds this multiple of the median (default: "
+                        "%(default)s)")
     p.add_argument("--threshold", type=float, default=0.2,
                    help="choose the smallest G with AMAD(G) below this")
     p.add_argument("--contiguous", action="store_true",
@@ -49,10 +55,7 @@ def add_commands(sae_subparsers) -> None:
                    help="the target layer's activations: .safetensors file or folder (key 'acts')")
     t.add_argument("--out", required=True, help="folder for the fine-tuned SAE")
     t.add_argument("--layer", type=int, default=None, help="target layer (recorded in cfg.json)")
-    t.add_argument("--tokens", type=int, default=1_000_000, help="fine-tuning tokens")
-    t.add_argument("--lr", type=float, default=None, help="default: the SAE width's default lr")
-    t.add_argument("--batch-size", type=int, default=4096)
-    t.add_argument("--seed", type=int, default=0)
+    add_dataclass_flags(t, TrainConfig, skip=("checkpoint_every", "progress"))
     t.add_argument("--json", action="store_true", help="print machine-readable JSON")
     t.set_defaults(func=run_transfer)
 
@@ -60,9 +63,9 @@ def add_commands(sae_subparsers) -> None:
 def run_groups(args) -> int:
     import numpy as np
 
-    from .grouping import choose_groups
-    from .layer_distance import model_layer_distances
-    from .plots import plot_distances
+    from ..sae.grouping import choose_groups
+    from ..sae.layer_distance import model_layer_distances
+    from ..sae.plots import plot_distances
 
     info: dict = {}
     if args.distances:
@@ -116,17 +119,16 @@ def run_transfer(args) -> int:
 
 def _run_transfer(args) -> int:
     from .. import dist
-    from .config import TrainConfig
-    from .group_train import transfer_sae
-    from .io import load_sae
-    from .metrics import evaluate_reconstruction
-    from .train import load_activations
+    from ..sae.group_train import transfer_sae
+    from ..sae.io import load_sae
+    from ..sae.metrics import evaluate_reconstruction
+    from ..sae.train import load_activations
 
     init = load_sae(args.init)
     acts = load_activations(args.activations)
     before = evaluate_reconstruction(init, acts)
-    tc = TrainConfig(tokens=args.tokens, batch_size=args.batch_size, lr=args.lr,
-                     seed=args.seed, progress=not args.json)
+    tc = dataclass_from_args(TrainConfig, args, skip=("checkpoint_every", "progress"),
+                             progress=not args.json)
     r = transfer_sae(init, acts, tc, out=args.out, layer=args.layer)
     after = evaluate_reconstruction(r.sae, acts)
     out = {"init": str(args.init), "out": str(Path(args.out)), "tokens": r.tokens,

@@ -8,13 +8,16 @@ import sys
 from pathlib import Path
 
 from ..data.errors import DataError
+from ..lm.defaults import DEFAULT_LAYER, DEFAULT_MODEL
+from ..sae.config import SAEConfig, TrainConfig
+from .options import add_dataclass_flags, dataclass_from_args
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("sae", help="train and evaluate sparse autoencoders",
                               description=__doc__)
     sub = p.add_subparsers(dest="sae_cmd", metavar="CMD")
-    from .groups_cli import add_commands  # Group-SAE layer groups and transfer
+    from .sae_groups import add_commands  # Group-SAE layer groups and transfer
     add_commands(sub)
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
@@ -27,33 +30,24 @@ def register(subparsers) -> None:
                           "(needs finsae.lm)")
     src.add_argument("--store", metavar="DIR",
                      help="an activation cache folder written by `finsae encode` (token level)")
-    t.add_argument("--model", default="smollm2-135m", help="LM for --texts (default: %(default)s)")
-    t.add_argument("--layer", type=int, default=15, help="decoder block (default: %(default)s)")
+    t.add_argument("--model", default=DEFAULT_MODEL, help="LM for --texts (default: %(default)s)")
+    t.add_argument("--layer", type=int, default=DEFAULT_LAYER,
+                   help="decoder block (default: %(default)s)")
     t.add_argument("--group", metavar="LAYERS", default=None,
                    help="train one Group-SAE on these blocks (comma-separated, e.g. 3,4,5): "
                         "token n comes from a random block of the group (with --texts or "
                         "--store)")
-    t.add_argument("--arch", default="topk", help="topk (default), batchtopk, relu, jumprelu")
     w = t.add_mutually_exclusive_group()
     w.add_argument("--d-sae", type=int, help="number of latents")
     w.add_argument("--expansion", type=int, default=8, help="d_sae = expansion * d_in "
                                                           "(default: %(default)s)")
-    t.add_argument("--k", type=int, default=32, help="active latents per token (TopK kinds)")
-    t.add_argument("--tokens", type=int, default=1_000_000, help="training tokens")
-    t.add_argument("--batch-size", type=int, default=4096)
-    t.add_argument("--lr", type=float, default=None, help="default 2e-4 / sqrt(d_sae / 2^14)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--b-dec-init", default="geometric_median",
-                   choices=["geometric_median", "mean", "zero"])
-    t.add_argument("--massive-factor", type=float, default=10.0,
-                   help="drop tokens with norm above this multiple of the median (0: keep all)")
-    t.add_argument("--checkpoint-every", type=int, default=None, metavar="TOKENS")
+    add_dataclass_flags(t, SAEConfig, skip=("d_in", "d_sae", "meta"))
+    add_dataclass_flags(t, TrainConfig)
     t.add_argument("--device", default="cpu",
                    help="cpu, cuda, cuda:1 ... (default cpu). Under torchrun each process "
                         "trains on its slice of every batch (backend nccl on CUDA, gloo on CPU; "
                         "cuda means cuda:LOCAL_RANK) and rank 0 writes --out")
     t.add_argument("--out", required=True, metavar="DIR", help="output SAE folder")
-    t.add_argument("--no-progress", action="store_true")
     t.add_argument("--json", action="store_true", help="print machine-readable JSON")
     t.set_defaults(func=run_train)
 
@@ -61,14 +55,17 @@ def register(subparsers) -> None:
     e.add_argument("path", help="SAE folder (finsae, SAELens or sparsify layout)")
     e.add_argument("--activations", metavar="PATH",
                    help="held-out activations for FVU/L0/dead (safetensors 'acts')")
-    e.add_argument("--model", default="smollm2-135m", help="LM for the splice metrics")
+    e.add_argument("--model", default=DEFAULT_MODEL, help="LM for the splice metrics "
+                                                          "(default: %(default)s)")
     e.add_argument("--layer", type=int, default=None,
                    help="block to splice after (default: the SAE's recorded layer)")
     e.add_argument("--texts", type=int, default=64,
                    help="bundled company descriptions used for the splice (default: %(default)s)")
     e.add_argument("--max-length", type=int, default=256)
     e.add_argument("--no-lm", action="store_true", help="skip the LM splice metrics")
-    e.add_argument("--massive-factor", type=float, default=10.0)
+    e.add_argument("--massive-factor", type=float, default=TrainConfig.massive_factor,
+                   help="drop tokens with norm above this multiple of the median, as in "
+                        "training; 0 keeps all (default: %(default)s)")
     e.add_argument("--json", action="store_true", help="print machine-readable JSON")
     e.set_defaults(func=run_eval)
 
@@ -92,8 +89,6 @@ def _texts(n: int) -> list[str]:
 
 def run_train(args: argparse.Namespace) -> int:
     from .. import dist
-    from .config import SAEConfig, TrainConfig
-    from .train import load_activations, train_sae
     device = dist.setup(args.device)
     try:
         return _run_train(args, device)
@@ -103,8 +98,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _run_train(args: argparse.Namespace, device: str) -> int:
     from .. import dist
-    from .config import SAEConfig, TrainConfig
-    from .train import load_activations, train_sae
+    from ..sae.train import load_activations, train_sae
     group = None
     if args.group is not None:
         try:
@@ -135,7 +129,7 @@ def _run_train(args: argparse.Namespace, device: str) -> int:
             raise DataError(f"blocks {missing} not in the activation store (it has "
                             f"{store.layers})", path=store.path)
         if group:
-            from .group_train import group_tokens
+            from ..sae.group_train import group_tokens
             acts = group_tokens({i: store.tokens(i) for i in group}, group, args.seed).float()
         else:
             acts = store.tokens(args.layer)
@@ -145,11 +139,9 @@ def _run_train(args: argparse.Namespace, device: str) -> int:
         meta["layer"] = args.layer
     d_in = acts.shape[1]
     d_sae = args.d_sae or args.expansion * d_in
-    cfg = SAEConfig(d_in=d_in, d_sae=d_sae, arch=args.arch, k=args.k, meta=meta)
-    tc = TrainConfig(tokens=args.tokens, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                     b_dec_init=args.b_dec_init,
-                     massive_factor=args.massive_factor or None,
-                     checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+    cfg = dataclass_from_args(SAEConfig, args, skip=("d_in", "d_sae", "meta"), d_in=d_in,
+                              d_sae=d_sae, meta=meta)
+    tc = dataclass_from_args(TrainConfig, args)
     r = train_sae(acts, cfg, tc, out=args.out, device=device)
     if not dist.is_main():
         return 0
@@ -164,9 +156,9 @@ def _run_train(args: argparse.Namespace, device: str) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from .io import load_sae
-    from .metrics import evaluate_reconstruction, splice_metrics_on_texts
-    from .train import load_activations
+    from ..sae.io import load_sae
+    from ..sae.metrics import evaluate_reconstruction, splice_metrics_on_texts
+    from ..sae.train import load_activations
     sae = load_sae(args.path)
     out: dict = {"path": args.path, "arch": sae.cfg.arch, "d_in": sae.d_in, "d_sae": sae.d_sae}
     if args.activations:
@@ -194,5 +186,5 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from ..cli import main
+    from . import main
     sys.exit(main(["sae", *sys.argv[1:]]))

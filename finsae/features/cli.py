@@ -24,11 +24,14 @@ def register(subparsers) -> None:
                                      "and feature labels, and cache them")
     from .build import DEFAULT_BUILD
     b.add_argument("--model", default=DEFAULT_BUILD["model"], help="LM (default %(default)s)")
-    b.add_argument("--layer", type=int, default=DEFAULT_BUILD["layer"],
-                   help="residual stream after this block (default %(default)s)")
+    b.add_argument("--layer", type=int, default=None,
+                   help="residual stream after this block (default: the block the SAE "
+                        f"records, else {DEFAULT_BUILD['layer']})")
     b.add_argument("--sae", metavar="DIR", required=True,
-                   help="a saved SAE folder trained on this model's block --layer "
-                        "(`finsae sae train`; `finsae run` trains one for you)")
+                   help="an SAE folder trained on this model's block --layer (`finsae sae "
+                        "train`, SAELens, sparsify, Gemma Scope params.npz), or a release "
+                        "folder with one SAE per block (sparsify layers.N, Gemma Scope "
+                        "layer_N/...): the one for --layer is used")
     b.add_argument("--pooling", choices=("sum", "mean", "max"), default=DEFAULT_BUILD["pooling"])
     b.add_argument("--all-tokens", action="store_true",
                    help="pool over every token (default: content words only)")

@@ -11,7 +11,8 @@ sparsify-compatible files.
 from .architectures import (REGISTRY, BatchTopKSAE, ForwardOutput, JumpReLUSAE, ReLUSAE,
                             SparseAutoencoder, TopKSAE, build_sae)
 from .config import ARCHS, SAEConfig, TrainConfig, default_lr
-from .io import detect_layout, load_sae, save_saelens, save_sae, save_sparsify
+from .io import (detect_layout, find_sae, load_sae, sae_block, save_gemmascope, save_saelens,
+                 save_sae, save_sparsify)
 from .kernels import EncoderOutput
 from .metrics import (ReconStats, ce_loss_score, evaluate_reconstruction, find_block, fvu,
                       massive_token_mask, splice_metrics, splice_metrics_on_texts)
@@ -22,7 +23,8 @@ __all__ = [
     "ARCHS", "REGISTRY", "BatchTopKSAE", "Batches", "EncoderOutput", "ForwardOutput",
     "JumpReLUSAE", "ReLUSAE", "ReconStats", "SAEConfig", "SparseAutoencoder", "TopKSAE",
     "TrainConfig", "TrainResult", "build_sae", "ce_loss_score", "default_lr", "detect_layout",
-    "evaluate_reconstruction", "find_block", "fvu", "geometric_median", "load_activations",
-    "load_sae", "massive_token_mask", "save_sae", "save_saelens", "save_sparsify",
+    "evaluate_reconstruction", "find_block", "find_sae", "fvu", "geometric_median",
+    "load_activations", "load_sae", "massive_token_mask", "sae_block", "save_gemmascope",
+    "save_sae", "save_saelens", "save_sparsify",
     "splice_metrics", "splice_metrics_on_texts", "stream_activations", "train_sae",
 ]

@@ -36,7 +36,7 @@ from finsae import dist  # noqa: E402
 
 
 def _texts(n: int) -> list[str]:
-    from finsae.sae.cli import _texts as bundled
+    from finsae.cli.sae import _texts as bundled
     return bundled(n)
 
 

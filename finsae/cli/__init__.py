@@ -17,8 +17,8 @@ from .common import common_inputs  # noqa: F401  (the verbs' modules outside thi
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("finsae.cli.data", "validate inputs and print coverage"),
     "backtest": ("finsae.cli.backtest", "cointegration pairs backtest per grouping method"),
-    "similar": ("finsae.features.lookup", "nearest companies by SAE features, with explanations"),
-    "features": ("finsae.features.cli",
+    "similar": ("finsae.cli.similar", "nearest companies by SAE features, with explanations"),
+    "features": ("finsae.cli.features",
                  "build company features; show, export and explain SAE features"),
     "cluster": ("finsae.cli.cluster", "cluster the universe (MST threshold, agglomerative, "
                                       "k-means, SIC/GICS labels)"),

@@ -17,10 +17,18 @@ def common_inputs(p: argparse.ArgumentParser) -> None:
 
 
 def features_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--features", metavar="DIR", default=None,
-                   help="a feature set folder (the one `finsae features build` printed, or a "
-                        "run's cache): its vectors (sae, hidden, embedding, tfidf) are used "
-                        "for the methods of those names; default: the bundled SAE vectors")
+    """--features DIR: the feature set a command reads, passed explicitly."""
+    p.add_argument("--features", "--features-dir", dest="features", metavar="DIR", default=None,
+                   help="the feature folder `finsae features build` printed (or a run's "
+                        "features stage): its vectors (sae, hidden, embedding, tfidf) serve the "
+                        "methods of those names; default: the bundled SAE features, for the "
+                        "bundled companies only")
+
+
+def feature_inputs(p: argparse.ArgumentParser) -> None:
+    """--features DIR and the common inputs, for every command reading a feature build."""
+    common_inputs(p)
+    features_option(p)
 
 
 def load_feature_set(folder):

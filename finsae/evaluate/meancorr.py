@@ -442,7 +442,7 @@ def select_fixed(scores: pd.DataFrame, fit_years: Iterable[int] = IN_SAMPLE) -> 
     mean = scores[ys].mean(axis=1, skipna=False)
     if mean.isna().all():
         raise DataError("no threshold is admissible on the fitting years: each leaves coverage "
-                        "below --min-coverage or forms a cluster above --max-cluster-share in "
+                        "below min_coverage or forms a cluster above max_cluster_share in "
                         "some year")
     return float(mean.idxmax())
 

@@ -55,17 +55,19 @@ def encode_tokens(sae, X, *, batch: int = 8192, k: int | None = None):
     non-zeros in any token, found on the first batch and grown as needed)."""
     import torch
     X = torch.as_tensor(X)
+    # token rows go to the SAE's device (a GPU for a released SAE of a large model)
+    dev = next(iter(sae.parameters()), X).device if hasattr(sae, "parameters") else X.device
     cfg = getattr(sae, "cfg", None)
     if k is None and str(getattr(cfg, "arch", "topk")) == "topk":  # exactly k per token
         k = getattr(cfg, "k", None)
     idx, val = [], []
     with torch.no_grad():
         for i in range(0, len(X), batch):
-            A = sae.encode(X[i:i + batch].float())
+            A = sae.encode(X[i:i + batch].to(dev).float())
             kk = k or int((A != 0).sum(dim=1).max().clamp(min=1))
             v, j = torch.topk(A, min(kk, A.shape[1]), dim=1)
-            idx.append(j.to(torch.int32).numpy())
-            val.append(v.clamp(min=0).numpy().astype(np.float32))
+            idx.append(j.to(torch.int32).cpu().numpy())
+            val.append(v.clamp(min=0).float().cpu().numpy())
     if k is None:  # pad batches to a common width
         w = max(a.shape[1] for a in idx)
         idx = [np.pad(a, ((0, 0), (0, w - a.shape[1]))) for a in idx]
@@ -125,7 +127,7 @@ def hidden_vectors(store, layer: int, tickers, standardize: bool = True) -> pd.D
 
 
 def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["model"],
-                      layer: int = DEFAULT_BUILD["layer"], sae=None,
+                      layer: int | None = DEFAULT_BUILD["layer"], sae=None,
                       pooling: str = DEFAULT_BUILD["pooling"],
                       content_only: bool = DEFAULT_BUILD["content_only"],
                       weighting=DEFAULT_BUILD["weighting"], max_df=DEFAULT_BUILD["max_df"],
@@ -139,13 +141,17 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
     cache folder (reused when it already exists for the same settings and texts). Pass that
     folder on to whatever reads the features (``--features DIR``, ``features=``).
 
+    sae: an SAE folder (finsae, SAELens, sparsify, Gemma Scope params.npz) or a whole release
+    folder, in which the SAE for block `layer` is picked (`finsae.sae.find_sae`); layer=None:
+    the block the SAE records.
+
     companies_path: not used (the folder is keyed by the texts, not their file); still
     accepted so existing callers need no change."""
     from ..hashing import json_key, texts_key
     from .store import FeatureSet, features_root
     try:
         from ..lm import encode_texts, load_lm
-        from ..sae import load_sae
+        from ..sae import load_sae  # noqa: F401  (checks finsae.sae is installed)
     except ImportError as e:
         raise DataError("building features needs finsae.lm and finsae.sae "
                         f"(missing: {e.name})") from e
@@ -153,6 +159,7 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
     texts = texts[texts != ""]
     if len(texts) < 2:
         raise DataError("need at least 2 companies with a description")
+    layer = _sae_layer(sae, layer)
     lm = load_lm(model, device=device, progress=None if progress else False)
     sae_obj, sae_id = _resolve_sae(sae, lm, layer, texts, progress)
     extra = [(int(lx), *_resolve_sae(sx, lm, int(lx), texts, progress)) for lx, sx in extra]
@@ -224,15 +231,30 @@ def join_layers(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 def _resolve_sae(sae, lm, layer: int, texts: pd.Series, progress: bool):
     """(SAE object, identifier for the cache key) from a folder, or None: the default SAE."""
-    from pathlib import Path
     from ..sae import load_sae
     if sae is None:
-        raise DataError("give --sae DIR: a TopK SAE trained on this model's block "
+        raise DataError("an SAE is needed (a folder): one trained on this model's block "
                         f"{layer} (e.g. with `finsae sae train`)")
-    p = Path(sae)
-    if not p.exists():
-        raise DataError("SAE folder not found", path=p)
-    obj = load_sae(p)
-    st = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in p.iterdir()
-                if f.is_file())
+    from ..sae import find_sae
+    p, _ = find_sae(sae, layer)   # one SAE folder, or the one for block `layer` in a release
+    obj = load_sae(p).to(getattr(lm, "device", "cpu"))
+    d_model = getattr(lm, "d_model", None)
+    if d_model is not None and obj.d_in != d_model:
+        raise DataError(f"the SAE reads {obj.d_in}-dimensional activations but the model's "
+                        f"residual stream has {d_model}: an SAE of another model?", path=p)
+    files = [p] if p.is_file() else [f for f in p.iterdir() if f.is_file()]
+    st = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     return obj, f"{p.resolve()}|{st}"
+
+
+def _sae_layer(sae, layer: int | None) -> int:
+    """The block to read: `layer`, or (None) the one the SAE at `sae` records (a release
+    folder must then hold a single SAE), else the default block. Checked before the model is
+    loaded, so a missing or contradicting SAE fails fast."""
+    if sae is None:
+        return DEFAULT_BUILD["layer"] if layer is None else int(layer)
+    from ..sae import find_sae
+    _, block = find_sae(sae, None if layer is None else int(layer))
+    if layer is not None:
+        return int(layer)
+    return DEFAULT_BUILD["layer"] if block is None else block

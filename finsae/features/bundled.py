@@ -110,7 +110,7 @@ def bundled_feature_set():
 def features_needed(what: str) -> DataError:
     """The error for a command or call that needs a feature build it was not given."""
     return DataError(f"{what}: pass the folder that `finsae features build` printed "
-                     "(--features DIR)")
+                     "(`features=` in Python, --features DIR on the command line)")
 
 
 def company_sae_vectors(companies: pd.DataFrame | None = None,

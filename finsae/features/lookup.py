@@ -1,4 +1,5 @@
-"""`finsae similar TICKER`: nearest companies from the cached features, optionally explained.
+"""Nearest companies from a feature set, optionally explained (`similar`), and the feature set
+a lookup reads (`load_features`).
 
 Reads only the feature cache (numpy + json; pandas for the tables): no LM, no SAE, no sklearn,
 so a lookup answers in well under a second once `finsae features build` has run.
@@ -6,33 +7,6 @@ so a lookup answers in well under a second once `finsae features build` has run.
 
 from __future__ import annotations
 
-import argparse
-import json
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "similar", help="nearest companies by cosine similarity of their features",
-        description="Nearest companies by cosine similarity. With --explain, the SAE features "
-                    "contributing most to each match: feature j's share of the cosine of the two "
-                    "companies' SAE vectors (u_j v_j / |u||v|; all shares sum to that cosine).")
-    p.add_argument("ticker")
-    p.add_argument("--top", type=int, default=10, help="number of neighbours (default 10)")
-    p.add_argument("--method", choices=("sae", "embedding", "hidden", "tfidf"), default="sae",
-                   help="sae: SAE features (default); embedding: MiniLM sentence embeddings; "
-                        "hidden: the LM's mean-pooled hidden state; tfidf: TF-IDF of the text")
-    p.add_argument("--explain", action="store_true",
-                   help="list the SAE features behind each match, with their labels")
-    p.add_argument("--n-features", type=int, default=5, metavar="N",
-                   help="features per match with --explain (default 5)")
-    p.add_argument("--min-score", type=float, default=None, metavar="S",
-                   help="with --explain, show first the features whose label's detection score "
-                        "(held-out AUROC) is at least S (default 0.7)")
-    p.add_argument("--generic", type=float, default=None, metavar="F",
-                   help="with --explain, fold features firing in more than this share of "
-                        "companies into one 'generic' line (default 0.5)")
-    feature_inputs(p)
-    p.set_defaults(func=run)
 
 
 def similar(fs, ticker: str, top: int = 10, method: str = "sae", explain: bool = False,
@@ -47,7 +21,7 @@ def similar(fs, ticker: str, top: int = 10, method: str = "sae", explain: bool =
     from ..similarity import GENERIC, MIN_SCORE, explain_match, neighbours
     from ..data.errors import DataError
     if top < 1:
-        raise DataError(f"--top must be at least 1, got {top}")
+        raise DataError(f"top must be at least 1, got {top}")
     V = fs.method(method)
     nb = neighbours(V, ticker, top)
     out = []
@@ -79,15 +53,6 @@ def _num(x, digits: int = 4):
     return None if x is None or x != x else round(float(x), digits)
 
 
-def feature_inputs(p: argparse.ArgumentParser) -> None:
-    """--features DIR and the common inputs, for every command reading a feature build."""
-    from ..cli import common_inputs
-    common_inputs(p)
-    p.add_argument("--features", "--features-dir", dest="features", metavar="DIR", default=None,
-                   help="the feature folder `finsae features build` printed (default: the "
-                        "bundled SAE features, for the bundled companies only)")
-
-
 def load_features(companies, features, methods, labels: bool):
     """The feature set for a command: the build in folder `features` (only `methods`, labels
     optional), or with features None the bundled SAE features, which serve only the bundled
@@ -103,44 +68,3 @@ def load_features(companies, features, methods, labels: bool):
     if other:
         raise features_needed(f"the bundled features hold SAE vectors only, not {other[0]!r}")
     return bundled_feature_set()
-
-
-def run(args: argparse.Namespace) -> int:
-    fs = load_features(args.companies, args.features,
-                       [args.method] + (["sae"] if args.explain else []), args.explain)
-    from ..data.tickers import check_ticker
-    ticker = check_ticker(args.ticker)  # BRK-B, BRK/B and brk.b all mean BRK.B
-    recs = similar(fs, ticker, args.top, args.method, args.explain, args.n_features,
-                   args.min_score, args.generic)
-    if args.json:
-        print(json.dumps(recs, indent=1))
-        return 0
-    name = fs.names.get(ticker, "")
-    what = {"sae": "SAE features", "embedding": "MiniLM embeddings",
-            "hidden": "LM hidden state", "tfidf": "TF-IDF"}[args.method]
-    print(f"{ticker} {name}: nearest companies by cosine similarity of {what}")
-    if args.explain and args.method != "sae":
-        print("(features: shares of the SAE-feature cosine of each pair)")
-    w = max(len(r["ticker"]) for r in recs) if recs else 4
-    for i, r in enumerate(recs, 1):
-        print(f"{i:3d}. {r['ticker']:<{w}}  {r['score']:.3f}  {r['name']}")
-        for f in r.get("features", []):
-            how = []
-            if f.get("score") is not None:
-                how.append(f"score {f['score']:.2f}" + ("" if f["checked"] else ", below the bar"))
-            if f.get("doc_freq") is not None:
-                how.append(f"in {f['doc_freq']:.0%} of companies")
-            if f.get("n_features", 1) > 1:
-                how.insert(0, f"{f['n_features']} features")
-            note = f"   ({'; '.join(how)})" if how else ""
-            print(f"        {f['contribution']:+.3f}  #{f['id']:<6d} {f['label']}{note}")
-        e = r.get("explained")
-        if e:
-            if e["n_generic"]:
-                print(f"        {e['generic']:+.3f}  other: {e['n_generic']} generic features "
-                      "(firing in most companies)")
-            print(f"        {e['rest']:+.3f}  the remaining features")
-            share = "n/a" if e["shown_share"] is None else f"{e['shown_share']:.0%}"
-            print(f"        shown features carry {share} of the SAE cosine "
-                  f"{e['cosine']:.3f}")
-    return 0

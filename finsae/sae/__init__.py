@@ -14,7 +14,8 @@ from .architectures import (REGISTRY, BatchTopKSAE, ForwardOutput, JumpReLUSAE, 
 from .config import ARCHS, SAEConfig, TrainConfig, default_lr
 from .group_train import group_tokens, train_group_sae, transfer_sae
 from .grouping import GroupingResult, amad, choose_groups, cluster_layers, even_groups
-from .io import detect_layout, load_sae, save_saelens, save_sae, save_sparsify
+from .io import (detect_layout, find_sae, load_sae, sae_block, save_gemmascope, save_saelens,
+                 save_sae, save_sparsify)
 from .kernels import EncoderOutput
 from .layer_distance import AngularDistance, angular_distances, model_layer_distances
 from .metrics import (ReconStats, ce_loss_score, evaluate_reconstruction, fvu,
@@ -27,9 +28,9 @@ __all__ = [
     "ForwardOutput", "GroupingResult", "JumpReLUSAE", "ReLUSAE", "ReconStats", "SAEConfig",
     "SparseAutoencoder", "TopKSAE", "TrainConfig", "TrainResult", "amad", "angular_distances",
     "build_sae", "ce_loss_score", "choose_groups", "cluster_layers", "default_lr",
-    "detect_layout", "evaluate_reconstruction", "even_groups", "find_block", "fvu",
+    "detect_layout", "evaluate_reconstruction", "even_groups", "find_block", "find_sae", "fvu",
     "geometric_median", "group_tokens", "load_activations", "load_sae", "massive_token_mask",
-    "model_layer_distances", "save_sae", "save_saelens", "save_sparsify", "splice_metrics",
-    "splice_metrics_on_texts", "stream_activations", "train_group_sae", "train_sae",
-    "transfer_sae",
+    "model_layer_distances", "sae_block", "save_gemmascope", "save_sae", "save_saelens",
+    "save_sparsify", "splice_metrics", "splice_metrics_on_texts", "stream_activations",
+    "train_group_sae", "train_sae", "transfer_sae",
 ]

@@ -16,21 +16,23 @@ import json
 
 
 def register(subparsers) -> None:
-    from ..cli import common_inputs
-    from .lookup import feature_inputs
+    from .common import common_inputs, feature_inputs
     p = subparsers.add_parser("features", help="build, show, export and explain SAE features",
                               description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     b = sub.add_parser("build", help="compute company vectors (SAE, hidden, MiniLM, TF-IDF) "
                                      "and feature labels, and cache them")
-    from .build import DEFAULT_BUILD
+    from ..features.build import DEFAULT_BUILD
     b.add_argument("--model", default=DEFAULT_BUILD["model"], help="LM (default %(default)s)")
-    b.add_argument("--layer", type=int, default=DEFAULT_BUILD["layer"],
-                   help="residual stream after this block (default %(default)s)")
+    b.add_argument("--layer", type=int, default=None,
+                   help="residual stream after this block (default: the block the SAE "
+                        f"records, else {DEFAULT_BUILD['layer']})")
     b.add_argument("--sae", metavar="DIR", required=True,
-                   help="a saved SAE folder trained on this model's block --layer "
-                        "(`finsae sae train`; `finsae run` trains one for you)")
+                   help="an SAE folder trained on this model's block --layer (`finsae sae "
+                        "train`, SAELens, sparsify, Gemma Scope params.npz), or a release "
+                        "folder with one SAE per block (sparsify layers.N, Gemma Scope "
+                        "layer_N/...): the one for --layer is used")
     b.add_argument("--pooling", choices=("sum", "mean", "max"), default=DEFAULT_BUILD["pooling"])
     b.add_argument("--all-tokens", action="store_true",
                    help="pool over every token (default: content words only)")
@@ -80,12 +82,12 @@ def register(subparsers) -> None:
 
 
 def _load(args, methods=("sae",), labels=True):
-    from .lookup import load_features
+    from ..features.lookup import load_features
     return load_features(args.companies, args.features, methods, labels)
 
 
 def run_build(args) -> int:
-    from .build import build_feature_set
+    from ..features.build import build_feature_set
     from ..data import load_companies
     companies = load_companies(args.companies)
     folder = build_feature_set(
@@ -134,7 +136,7 @@ def run_show(args) -> int:
 
 
 def run_export(args) -> int:
-    from .labels import select_labels, to_html, to_json
+    from ..features.labels import select_labels, to_html, to_json
     fs = _load(args, labels=True)
     labels = select_labels(fs.labels, sort=args.sort, min_score=args.min_score,
                            min_companies=args.min_companies, max_doc_freq=args.max_doc_freq)

@@ -1,0 +1,74 @@
+"""`finsae similar TICKER`: nearest companies from a feature set, optionally explained."""
+
+from __future__ import annotations
+
+import json
+
+from ..features.lookup import load_features, similar
+from .common import feature_inputs
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "similar", help="nearest companies by cosine similarity of their features",
+        description="Nearest companies by cosine similarity. With --explain, the SAE features "
+                    "contributing most to each match: feature j's share of the cosine of the two "
+                    "companies' SAE vectors (u_j v_j / |u||v|; all shares sum to that cosine).")
+    p.add_argument("ticker")
+    p.add_argument("--top", type=int, default=10, help="number of neighbours (default 10)")
+    p.add_argument("--method", choices=("sae", "embedding", "hidden", "tfidf"), default="sae",
+                   help="sae: SAE features (default); embedding: MiniLM sentence embeddings; "
+                        "hidden: the LM's mean-pooled hidden state; tfidf: TF-IDF of the text")
+    p.add_argument("--explain", action="store_true",
+                   help="list the SAE features behind each match, with their labels")
+    p.add_argument("--n-features", type=int, default=5, metavar="N",
+                   help="features per match with --explain (default 5)")
+    p.add_argument("--min-score", type=float, default=None, metavar="S",
+                   help="with --explain, show first the features whose label's detection score "
+                        "(held-out AUROC) is at least S (default 0.7)")
+    p.add_argument("--generic", type=float, default=None, metavar="F",
+                   help="with --explain, fold features firing in more than this share of "
+                        "companies into one 'generic' line (default 0.5)")
+    feature_inputs(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    fs = load_features(args.companies, args.features,
+                       [args.method] + (["sae"] if args.explain else []), args.explain)
+    from ..data.tickers import check_ticker
+    ticker = check_ticker(args.ticker)  # BRK-B, BRK/B and brk.b all mean BRK.B
+    recs = similar(fs, ticker, args.top, args.method, args.explain, args.n_features,
+                   args.min_score, args.generic)
+    if args.json:
+        print(json.dumps(recs, indent=1))
+        return 0
+    name = fs.names.get(ticker, "")
+    what = {"sae": "SAE features", "embedding": "MiniLM embeddings",
+            "hidden": "LM hidden state", "tfidf": "TF-IDF"}[args.method]
+    print(f"{ticker} {name}: nearest companies by cosine similarity of {what}")
+    if args.explain and args.method != "sae":
+        print("(features: shares of the SAE-feature cosine of each pair)")
+    w = max(len(r["ticker"]) for r in recs) if recs else 4
+    for i, r in enumerate(recs, 1):
+        print(f"{i:3d}. {r['ticker']:<{w}}  {r['score']:.3f}  {r['name']}")
+        for f in r.get("features", []):
+            how = []
+            if f.get("score") is not None:
+                how.append(f"score {f['score']:.2f}" + ("" if f["checked"] else ", below the bar"))
+            if f.get("doc_freq") is not None:
+                how.append(f"in {f['doc_freq']:.0%} of companies")
+            if f.get("n_features", 1) > 1:
+                how.insert(0, f"{f['n_features']} features")
+            note = f"   ({'; '.join(how)})" if how else ""
+            print(f"        {f['contribution']:+.3f}  #{f['id']:<6d} {f['label']}{note}")
+        e = r.get("explained")
+        if e:
+            if e["n_generic"]:
+                print(f"        {e['generic']:+.3f}  other: {e['n_generic']} generic features "
+                      "(firing in most companies)")
+            print(f"        {e['rest']:+.3f}  the remaining features")
+            share = "n/a" if e["shown_share"] is None else f"{e['shown_share']:.0%}"
+            print(f"        shown features carry {share} of the SAE cosine "
+                  f"{e['cosine']:.3f}")
+    return 0

@@ -124,9 +124,10 @@ def _reference_vectors(model, csv, layer, latents_fn):
     formula) on hidden states checked against a forward pass, pooled as features/build does."""
     from finsae.data import load_companies
     from finsae.features.build import doc_offsets, sae_company_vectors, token_strings
-    from finsae.features.company import TokenLatents, massive_token_mask
+    from finsae.features.company import TokenLatents
+    from finsae.sae.metrics import massive_token_mask
     from finsae.lm import encode_texts, load_lm
-    from finsae.lm.load import block
+    from finsae.lm.hooks import block
     lm = load_lm(str(model))
     companies = load_companies(str(csv))
     tickers = list(companies.index)
@@ -146,7 +147,7 @@ def _reference_vectors(model, csv, layer, latents_fn):
         hook.remove()
     A = latents_fn(X.double().numpy())
     tl = TokenLatents.from_dense(tickers, doc_offsets(doc, len(tickers)), A)
-    ok = massive_token_mask(X.norm(dim=1).numpy(), 10.0)
+    ok = ~massive_token_mask(X, 10.0, median=float(np.median(X.norm(dim=1).numpy()))).numpy()
     names = companies["name"].fillna("").astype(str).to_list()
     vec, _, _ = sae_company_vectors(tl, token_strings(store), names, token_mask=ok)
     return vec, A

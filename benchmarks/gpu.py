@@ -33,11 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from finsae import dist  # noqa: E402
-
-
-def _texts(n: int) -> list[str]:
-    from finsae.cli.sae import _texts as bundled
-    return bundled(n)
+from finsae.data.companies import bundled_descriptions  # noqa: E402
 
 
 def _peak_gib() -> float:
@@ -74,7 +70,7 @@ def bench_model(name: str, args, device: str) -> dict:
     rec.update(load_seconds=round(time.perf_counter() - t0, 2), d_model=lm.d_model,
                n_layers=lm.n_layers, dtype=str(next(lm.model.parameters()).dtype))
     layer = args.layer if args.layer is not None else lm.n_layers // 2
-    texts = _texts(args.texts)
+    texts = bundled_descriptions(args.texts)
     encode_texts(lm, texts[:8], [layer], cache=False, progress=False)   # warm-up
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()

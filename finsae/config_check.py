@@ -207,7 +207,7 @@ def check_run_inputs(cfg, prices) -> None:
     """The prices cover the evaluated years and one backtest window, else one error naming
     the price file and its date range (before any stage runs)."""
     from .methods.context import check_price_years
-    from .pairs.compare import check_history
+    from .pairs.settings import check_history
     source = str(prices.attrs.get("source", cfg.data.prices))
     y0, y1 = cfg.evaluate.years
     check_price_years(prices, range(y0, y1 + 1), source)

@@ -24,7 +24,7 @@ from .data.errors import DataError
 from .hashing import file_digest, json_key
 from .lm.defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from .methods import EvaluateConfig
-from .pairs.compare import BacktestSettings
+from .pairs.settings import BacktestSettings
 from .stages import StageResult, run_stage
 
 #: the layout version of the evaluate and backtest stage folders (part of their cache keys)

@@ -101,11 +101,11 @@ def test_integrity_checksum_pinned(data_file):
 
 def test_price_cache_name_pinned(tmp_path, monkeypatch):
     from finsae.data.paths import cache_dir
-    from finsae.data.prices import _read_cached
+    from finsae.data.prices import read_cached
     monkeypatch.setenv("FINSAE_CACHE", str(tmp_path / "cache"))
     p = tmp_path / "px.csv"
     p.write_text("date,AAA,BBB\n2020-01-02,1.0,2.0\n2020-01-03,1.5,2.5\n2020-01-06,1.25,2.25\n")
-    _read_cached(p, True)
+    read_cached(p, True)
     assert (cache_dir("prices") / "px.csv.b187c71d0f18a6bdd587.parquet").is_file()
 
 

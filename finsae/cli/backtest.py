@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..pairs.compare import BacktestSettings
+from ..pairs.settings import BacktestSettings
 from .common import common_inputs, features_option, load_feature_set
 from .options import add_dataclass_flags, dataclass_from_args, flag_name
 

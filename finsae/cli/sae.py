@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..data.companies import bundled_descriptions
 from ..data.errors import DataError
 from ..lm.defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..sae.config import SAEConfig, TrainConfig
@@ -79,14 +80,6 @@ def _load_lm(name: str, device: str = "cpu"):
     return load_lm(name, device=device)
 
 
-def _texts(n: int) -> list[str]:
-    import pandas as pd
-
-    from ..data.paths import data_dir
-    d = pd.read_csv(data_dir() / "companies.csv", usecols=["description"])["description"]
-    return d.dropna().astype(str).tolist()[:n]
-
-
 def run_train(args: argparse.Namespace) -> int:
     from .. import dist
     device = dist.setup(args.device)
@@ -122,7 +115,7 @@ def _run_train(args: argparse.Namespace, device: str) -> int:
             from ..lm import encode_texts
             with dist.main_first():  # rank 0 fills the model cache alone
                 lm = _load_lm(args.model, device)
-            store = encode_texts(lm, _texts(args.texts), layers=layers)
+            store = encode_texts(lm, bundled_descriptions(args.texts), layers=layers)
             meta = {"model": lm.name, "texts": args.texts}
         missing = [i for i in layers if i not in store.layers]
         if missing:
@@ -174,7 +167,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if layer is None:
             raise DataError("the SAE does not record its layer; pass --layer", path=args.path)
         lm = _load_lm(args.model)
-        out.update(splice_metrics_on_texts(lm.model, lm.tokenizer, sae, _texts(args.texts),
+        out.update(splice_metrics_on_texts(lm.model, lm.tokenizer, sae, bundled_descriptions(args.texts),
                                            layer=int(layer), max_length=args.max_length,
                                            massive_factor=args.massive_factor or None))
     if args.json:

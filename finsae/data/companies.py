@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, LoadReport, _first_line, check_input_file
+from .errors import DataError, LoadReport, check_input_file, first_line
 from .paths import data_dir
 from .tickers import check_ticker, normalize_ticker, ticker_problem
 
@@ -55,7 +55,7 @@ def load_companies(path: str | Path | None = None, *, vintage: str = "latest",
         raise DataError("empty file: expected a CSV with a header row (ticker, description, "
                         "...)", path=path) from e
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
-        raise DataError(f"not a readable CSV ({_first_line(e)})", path=path) from e
+        raise DataError(f"not a readable CSV ({first_line(e)})", path=path) from e
     raw.columns = [c.strip() for c in raw.columns]
     if bundled:
         if vintage not in VINTAGES:
@@ -179,3 +179,11 @@ def drop_duplicate_share_classes(companies: pd.DataFrame,
     out.attrs = dict(companies.attrs)
     out.attrs["share_class_report"] = report
     return out
+
+
+def bundled_descriptions(n: int | None = None) -> list[str]:
+    """The first `n` non-empty descriptions of the bundled companies table, in file order (a
+    fixed text sample for SAE training and metrics; reads one column only)."""
+    d = pd.read_csv(data_dir() / "companies.csv", usecols=["description"])["description"]
+    texts = d.dropna().astype(str).tolist()
+    return texts if n is None else texts[:n]

@@ -31,7 +31,7 @@ class DataError(ValueError):
         self.ticker = ticker
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     s = str(e).strip()
     return s.splitlines()[0] if s else type(e).__name__
 
@@ -48,7 +48,7 @@ def check_input_file(path: str | Path) -> Path:
         with open(path, "rb"):
             pass
     except OSError as e:
-        raise DataError(f"cannot be read ({_first_line(e)})", path=path) from e
+        raise DataError(f"cannot be read ({first_line(e)})", path=path) from e
     if size == 0:
         raise DataError("empty file", path=path)
     return path

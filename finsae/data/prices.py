@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..hashing import file_digest
 from ..integrity import check_file, remove_file, report_damaged, write_checksum
-from .errors import DataError, LoadReport, _first_line, check_input_file
+from .errors import DataError, LoadReport, check_input_file, first_line
 from .paths import cache_dir, data_dir
 from .tickers import check_ticker, normalize_ticker, require_tickers, ticker_problem
 
@@ -51,12 +51,12 @@ def load_prices(path: str | Path | None = None, *, source: str | None = None,
         prices = fetch_yfinance(list(tickers), start=start, end=end)
     elif source == "bundled":
         path = bundled_prices_path("adjusted")
-        prices = _read_cached(path, cache)
+        prices = read_cached(path, cache)
         prices.attrs["source"] = "bundled:alphavantage_sp500_1999_2021"
         if apply_fixes:
             prices = apply_drop_fixes(prices, known_price_fixes())
     elif source == "file":
-        prices = _read_cached(Path(path), cache)
+        prices = read_cached(Path(path), cache)
         prices.attrs["source"] = str(path)
     else:
         raise ValueError(f"source must be bundled, file or yfinance, not {source!r}")
@@ -71,7 +71,7 @@ def load_prices(path: str | Path | None = None, *, source: str | None = None,
     return prices
 
 
-def _read_cached(path: Path, cache: bool) -> pd.DataFrame:
+def read_cached(path: Path, cache: bool) -> pd.DataFrame:
     """Read and validate a price file; a validated copy is kept as parquet, keyed by content."""
     check_input_file(path)
     if not cache:
@@ -109,7 +109,7 @@ def read_price_file(path: str | Path) -> pd.DataFrame:
         try:
             df = pd.read_parquet(path)
         except Exception as e:  # noqa: BLE001 - pyarrow raises many kinds for a bad file
-            raise DataError(f"not a readable parquet file ({_first_line(e)})", path=path) from e
+            raise DataError(f"not a readable parquet file ({first_line(e)})", path=path) from e
         if isinstance(df.index, pd.DatetimeIndex) or df.index.name is not None \
                 or any(n is not None for n in df.index.names[1:]):
             df = df.reset_index()  # the dates (or date, ticker) kept as the index
@@ -123,14 +123,14 @@ def read_price_file(path: str | Path) -> pd.DataFrame:
             with opener(path, "rt", newline="") as f:
                 header = next(csv.reader(f), None)
         except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
-            raise DataError(f"not a readable CSV ({_first_line(e)})", path=path) from e
+            raise DataError(f"not a readable CSV ({first_line(e)})", path=path) from e
         if not header:
             raise DataError("empty file", path=path)
         try:
             df = pd.read_csv(path, dtype=str, keep_default_na=False, header=0)
         except (OSError, EOFError, UnicodeDecodeError, pd.errors.ParserError,
                 pd.errors.EmptyDataError) as e:  # e.g. a truncated .gz
-            raise DataError(f"not a readable CSV ({_first_line(e)})", path=path) from e
+            raise DataError(f"not a readable CSV ({first_line(e)})", path=path) from e
         df.columns = header  # pandas would rename duplicates (AAPL.1): keep them to report them
     lower = [h.strip().lower() for h in header]
     if "ticker" in lower or "symbol" in lower:

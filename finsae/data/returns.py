@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .prices import _read_cached, bundled_prices_path, known_price_fixes
+from .prices import bundled_prices_path, known_price_fixes, read_cached
 
 
 def _daily(prices: pd.DataFrame, max_gap: int) -> pd.DataFrame:
@@ -72,7 +72,7 @@ def screen_returns(ret: pd.DataFrame, *, raw_close: pd.DataFrame | None = None,
 
 def _bundled_screen_inputs(prices: pd.DataFrame):
     if str(prices.attrs.get("source", "")).startswith("bundled"):
-        return _read_cached(bundled_prices_path("raw"), cache=True), known_price_fixes()
+        return read_cached(bundled_prices_path("raw"), cache=True), known_price_fixes()
     return None, None
 
 

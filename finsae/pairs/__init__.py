@@ -7,11 +7,13 @@
   (p-value, Benjamini-Hochberg, hedge sign, half-life, Hurst, mean crossings), each counted.
 * `hedge`: rolling-OLS and Kalman hedge ratios, each day's from prices up to that day.
 * `strategy`: z-score bands on the formation spread, dollar-neutral legs, costs.
-* `backtest`: walk-forward periods, vectorbt portfolio, metrics, Sharpe-difference tests,
-  stationary block-bootstrap intervals, the random baseline averaged over seeds.
+* `backtest`: walk-forward periods, vectorbt portfolio, metrics.
 * `tearsheet`: equity, drawdown, rolling Sharpe and trade statistics per strategy (PNG).
-* `compare`: `BacktestSettings`, `backtest_methods` (every method on one universe, seeds of
-  the random baseline averaged) and its `BacktestReport` (`to_dict`, `save`).
+* `inference`: Sharpe differences (Jobson-Korkie-Memmel), stationary block-bootstrap
+  intervals, the random baseline averaged over seeds.
+* `settings`: `BacktestSettings` (flags of `finsae backtest`, [backtest] of `finsae run`).
+* `compare`: `backtest_methods` (every method on one universe, seeds of the random baseline
+  averaged) and its `BacktestReport` (`to_dict`, `save`).
 * `report`: the files of a backtest (CSV, JSON, PNG, report.html).
 
 Nothing fitted on a trading window is used to trade it: hedge ratio, intercept, spread mean and
@@ -24,7 +26,8 @@ from .backtest import (BacktestConfig, BacktestResult, bootstrap_sharpe, combine
                        run_backtest, sharpe_difference)
 from .coint import (engle_granger, engle_granger_both, half_life, hurst_exponent, johansen,
                     mean_crossings, ou_fit, ssd_distance)
-from .compare import BacktestReport, BacktestSettings, backtest_methods
+from .compare import BacktestReport, backtest_methods
+from .settings import BacktestSettings
 from .select import (Neighbours, SelectionConfig, benjamini_hochberg, filter_pairs, partition_at,
                      select_pairs)
 from .strategy import StrategyConfig, pair_positions

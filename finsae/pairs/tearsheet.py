@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-YEAR = 252
+from .inference import YEAR
 
 
 def trade_stats(trades: pd.DataFrame, init_cash: float = 100.0) -> dict:

@@ -18,13 +18,15 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from .config_check import check_layer_in_model, check_run_config, check_run_inputs
 from .data.errors import DataError
+from .features.company import DEFAULT_CONTENT_ONLY, DEFAULT_FEATURES, DEFAULT_POOLING
 from .hashing import file_digest, json_key
+from .lm.capture import CaptureConfig
 from .lm.defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from .methods import EvaluateConfig
 from .pairs.settings import BacktestSettings
+from .sae.config import SAEConfig, TrainConfig
 from .stages import StageResult, run_stage
 
 #: the layout version of the evaluate and backtest stage folders (part of their cache keys)
@@ -53,35 +55,41 @@ class SAESection:
     #: (each L2-normalised: the cosine is the mean of the blocks' cosines)
     extra_layers: list[int] = field(default_factory=list)
     #: tokens per description kept (truncation)
-    max_tokens: int = 512
+    max_tokens: int = CaptureConfig.max_tokens
     #: SAE architecture: topk, batchtopk, relu, jumprelu
-    arch: str = "topk"
-    #: SAE width (latents) and active latents per token (TopK)
+    arch: str = SAEConfig.arch
+    #: SAE width (latents; chosen on 2001-2010: experiments/results/search.md)
     d_sae: int = 16384
-    k: int = 32
+    #: active latents per token (TopK)
+    k: int = SAEConfig.k
     #: SAE training text: descriptions (the companies' own), corpus (the bundled ~4,600
     #: FinanceDatabase business summaries), or both
     train_text: str = "both"
     #: training tokens (the training text's tokens are cycled through)
-    train_tokens: int = 1_000_000
-    batch_size: int = 4096
-    seed: int = 0
+    train_tokens: int = TrainConfig.tokens
+    #: tokens per optimizer step
+    batch_size: int = TrainConfig.batch_size
+    #: seed of the SAE's initialisation and batch order
+    seed: int = TrainConfig.seed
     #: use this saved SAE instead of training one
     path: str | None = None
 
 
 @dataclass
 class FeatureSection:
+    """Company vectors from the SAE latents (defaults: `finsae.features.company`, chosen on
+    2001-2010)."""
+
     #: pooling of a description's token latents: sum, mean, max
-    pooling: str = "sum"
+    pooling: str = DEFAULT_POOLING
     #: pool only content words (no punctuation, stop words or the company's own name)
-    content_only: bool = True
+    content_only: bool = DEFAULT_CONTENT_ONLY
     #: per-latent weight: idf, standardize, or none
-    weighting: str | None = "idf"
+    weighting: str | None = DEFAULT_FEATURES["weighting"]
     #: drop latents active in more than this share of the companies (none: keep all)
-    max_df: float | None = None
+    max_df: float | None = DEFAULT_FEATURES["max_df"]
     #: 1 + log tf (the same as tf = "sublinear")
-    sublinear: bool = True
+    sublinear: bool = DEFAULT_FEATURES["sublinear"]
     #: term frequency of a latent read as a word: sublinear, binary, bm25 (none: see sublinear)
     tf: str | None = None
     #: keep each company's top_n latents (none: all)
@@ -182,7 +190,13 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
     # 1. LM activations of the descriptions and an SAE per block, trained on them
     def train(folder: Path):
         from .lm import encode_texts, load_lm
-        from .sae import SAEConfig, TrainConfig, evaluate_reconstruction, load_sae, train_sae
+        from .sae import (
+            SAEConfig,
+            TrainConfig,
+            evaluate_reconstruction,
+            load_sae,
+            train_sae,
+        )
         lm = load_lm(cfg.sae.model)
         layers = [cfg.sae.layer, *cfg.sae.extra_layers]
         store = encode_texts(lm, described["description"].tolist(), layers=sorted(set(layers)),

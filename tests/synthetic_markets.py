@@ -18,3 +18,18 @@ def cointegrated_market(T: int, n: int = 3, seed: int = 0, phi: float = 0.5) -> 
         cols[f"A{i}"], cols[f"B{i}"] = a, 1.5 * a + 2 + e
         cols[f"C{i}"] = 60 + np.cumsum(rng.normal(scale=0.5, size=T))
     return pd.DataFrame(cols, index=idx)
+
+
+def write_market_files(prices, folder):
+    """`prices` and a companies table for its tickers (sub-industry = the ticker's digit, one
+    sector) as prices.csv and companies.csv in `folder`; returns their paths."""
+    prices = prices.copy()
+    prices.index.name = "date"
+    prices.to_csv(folder / "prices.csv")
+    tickers = list(prices.columns)
+    pd.DataFrame({"ticker": tickers, "description": [f"company {t}" for t in tickers],
+                  "sic": [1000 + int(t[1]) for t in tickers],
+                  "gics_sector": "S", "gics_industry_group": "G", "gics_industry": "I",
+                  "gics_sub_industry": [f"sub{t[1]}" for t in tickers]}
+                 ).to_csv(folder / "companies.csv", index=False)
+    return folder / "companies.csv", folder / "prices.csv"

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_models import SENTENCES as TINY_SENTENCES
+from tiny_models import bpe_tokenizer, tiny_llama
 
 import finsae
 from finsae import dist
@@ -101,33 +103,14 @@ def test_two_process_training_equals_one(tmp_path, arch):
     assert summary["dead_fraction"] == one.dead_fraction
 
 
-SENTENCES = [
-    "Apple designs and sells smartphones, personal computers and tablets.",
-    "Exxon Mobil explores for and produces crude oil and natural gas worldwide.",
-    "The bank provides retail and commercial banking services in Ohio.",
-    "A semiconductor company designing graphics processors for gaming and data centers.",
-    "Regional airline operating scheduled passenger flights.",
-    "Oil",
-    "The company sells software, cloud services and computers to banks and airlines.",
-]
+#: the tiny model's sentences, the long last one cut short (texts of similar length shard evenly)
+SENTENCES = TINY_SENTENCES[:-1] + [
+    "The company sells software, cloud services and computers to banks and airlines."]
 
 
 def _tiny_lm_folder(folder: Path) -> Path:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE(unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.train_from_iterator(SENTENCES * 3, trainers.BpeTrainer(
-        vocab_size=200, special_tokens=["<pad>", "<bos>", "<unk>"], show_progress=False))
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", pad_token="<pad>",
-                                  unk_token="<unk>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=256, initializer_range=0.2,
-                      bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok = bpe_tokenizer(SENTENCES)
+    tiny_llama(tok).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
 

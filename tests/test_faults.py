@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import bpe_tokenizer, tiny_llama
 
 from finsae.data.errors import DataError
 from finsae.integrity import FOLDER_CHECKSUMS, check_file, check_folder, sidecar
@@ -153,26 +154,12 @@ SENTENCES = ["Apple designs and sells smartphones and personal computers.",
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE(unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.train_from_iterator(SENTENCES * 3, trainers.BpeTrainer(
-        vocab_size=120, special_tokens=["<pad>", "<bos>", "<unk>"], show_progress=False))
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", pad_token="<pad>",
-                                   unk_token="<unk>")
+    return bpe_tokenizer(SENTENCES, vocab_size=120)
 
 
 def _llama(tokenizer, seed=0, hidden=32):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=64,
-                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                      max_position_embeddings=128, initializer_range=0.2,
-                      bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
-    return LlamaForCausalLM(cfg)
+    return tiny_llama(tokenizer, hidden=hidden, intermediate=64, heads=2, kv_heads=1,
+                      max_positions=128, seed=seed)
 
 
 @pytest.fixture

@@ -5,8 +5,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from tiny_models import bpe_tokenizer, tiny_llama
 
-from finsae.sae.grouping import amad, choose_groups, cluster_layers, even_groups, is_contiguous
+from finsae.sae.grouping import (
+    amad,
+    choose_groups,
+    cluster_layers,
+    even_groups,
+    is_contiguous,
+)
 from finsae.sae.layer_distance import AngularDistance, angular_distances
 
 
@@ -141,10 +148,20 @@ def test_max_tokens_stops_early():
 # ---------------------------------------------------------------- group and transfer SAEs
 
 from finsae.sae import SAEConfig, TrainConfig, evaluate_reconstruction, load_sae  # noqa: E402
-from finsae.sae.group_train import (group_tokens, mixed_layer_batches,  # noqa: E402
-                                    train_group_sae, transfer_sae)
-from finsae.sae.grouping import (Cost, equal_compute_width, lm_forward_flops,  # noqa: E402
-                                 sae_train_flops, saving, training_cost)
+from finsae.sae.group_train import (  # noqa: E402
+    group_tokens,
+    mixed_layer_batches,
+    train_group_sae,
+    transfer_sae,
+)
+from finsae.sae.grouping import (  # noqa: E402
+    Cost,
+    equal_compute_width,
+    lm_forward_flops,
+    sae_train_flops,
+    saving,
+    training_cost,
+)
 
 
 def layered_acts(n_layers=3, n=768, d=16, seed=0):
@@ -276,26 +293,14 @@ def test_transfer_cli(tmp_path, capsys):
 
 
 def test_model_stream_equals_direct_hidden_states():
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     from finsae.lm import LM
     from finsae.sae.layer_distance import model_layer_distances
 
     texts = ["banks lend money to firms and households in Ohio",
              "chips for data centers and gaming",
              "oil and natural gas producer with pipelines in Texas and offshore wells", "airline"]
-    tk = Tokenizer(models.BPE(unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.train_from_iterator(texts * 3, trainers.BpeTrainer(
-        vocab_size=120, special_tokens=["<pad>", "<bos>", "<unk>"], show_progress=False))
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", pad_token="<pad>",
-                                  unk_token="<unk>")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, initializer_range=0.2,
-        bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id))
+    tok = bpe_tokenizer(texts, vocab_size=120)
+    model = tiny_llama(tok, n_layers=4, hidden=32, intermediate=64, max_positions=None)
     lm = LM.from_model(model, tok, name="tiny")
     got, info = model_layer_distances(lm, texts, batch_size=3, center="none",
                                       massive_factor=None)

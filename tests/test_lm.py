@@ -8,46 +8,20 @@ import time
 
 import pytest
 import torch
+from tiny_models import SENTENCES, bpe_tokenizer, tiny_llama
 
 from finsae.data.errors import DataError
 from finsae.lm import LM, ActivationStore, block, encode_texts, load_lm
 from finsae.lm import capture as capture_mod
 
-SENTENCES = [
-    "Apple designs and sells smartphones, personal computers and tablets.",
-    "Exxon Mobil explores for and produces crude oil and natural gas worldwide.",
-    "The bank provides retail and commercial banking services in Ohio.",
-    "A semiconductor company designing graphics processors for gaming and data centers.",
-    "Regional airline operating scheduled passenger flights.",
-    "Oil",
-    "The company sells software, cloud services and computers to banks and airlines "
-    "in Texas, Ohio and worldwide; it also designs graphics processors for data centers "
-    "and produces natural gas.",
-]
-
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE(unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.train_from_iterator(SENTENCES * 3, trainers.BpeTrainer(
-        vocab_size=200, special_tokens=["<pad>", "<bos>", "<unk>"], show_progress=False))
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", pad_token="<pad>",
-                                   unk_token="<unk>")
+    return bpe_tokenizer(SENTENCES)
 
 
 def _llama(tokenizer, n_layers=4, seed=0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                      num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
-                      max_position_embeddings=256, initializer_range=0.2,
-                      bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id)
-    return LlamaForCausalLM(cfg)
+    return tiny_llama(tokenizer, n_layers=n_layers, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +201,12 @@ def test_bad_inputs_get_clear_errors(lm, monkeypatch):
 
 
 def test_block_and_capture_on_gpt2_and_neox(tokenizer):
-    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        GPTNeoXConfig,
+        GPTNeoXForCausalLM,
+    )
 
     torch.manual_seed(0)
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=3,

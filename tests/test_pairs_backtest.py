@@ -10,7 +10,7 @@ from finsae.pairs.backtest import (BacktestConfig, run_backtest, sharpe_differen
                                    walk_forward_periods)
 from finsae.pairs.select import SelectionConfig, candidate_pairs, select_pairs
 from finsae.pairs.strategy import StrategyConfig
-from synthetic_markets import cointegrated_market
+from synthetic_markets import cointegrated_market, write_market_files
 
 
 def MethodContext(companies, prices, universe, seed=0):
@@ -197,14 +197,7 @@ def test_cli_backtest_json_and_files(tmp_path, capsys):
 
     from finsae.cli import main
     prices = _market(T=F + 2 * TR, n=4, seed=4)
-    prices.index.name = "date"
-    prices.to_csv(tmp_path / "prices.csv")
-    tickers = list(prices.columns)
-    pd.DataFrame({"ticker": tickers, "description": [f"company {t}" for t in tickers],
-                  "sic": [1000 + int(t[1]) for t in tickers],
-                  "gics_sector": "S", "gics_industry_group": "G", "gics_industry": "I",
-                  "gics_sub_industry": [f"sub{t[1]}" for t in tickers]}
-                 ).to_csv(tmp_path / "companies.csv", index=False)
+    write_market_files(prices, tmp_path)
     out = tmp_path / "out"
     rc = main(["backtest", "--companies", str(tmp_path / "companies.csv"),
                "--prices", str(tmp_path / "prices.csv"), "--methods", "gics,random,returns",

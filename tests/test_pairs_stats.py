@@ -13,7 +13,7 @@ from finsae.methods import EvalContext, resolve
 from finsae.pairs.select import SelectionConfig
 from finsae.pairs.tearsheet import rolling_sharpe, tear_sheet, trade_stats
 
-from synthetic_markets import cointegrated_market
+from synthetic_markets import cointegrated_market, write_market_files
 
 F, TR = 120, 60
 
@@ -107,14 +107,7 @@ def test_tear_sheet_and_trade_stats(tmp_path):
 def test_cli_json_intervals_filters_seeds_tearsheets(tmp_path, capsys):
     from finsae.cli import main
     prices = _market()
-    prices.index.name = "date"
-    prices.to_csv(tmp_path / "prices.csv")
-    tickers = list(prices.columns)
-    pd.DataFrame({"ticker": tickers, "description": [f"company {t}" for t in tickers],
-                  "sic": [1000 + int(t[1]) for t in tickers],
-                  "gics_sector": "S", "gics_industry_group": "G", "gics_industry": "I",
-                  "gics_sub_industry": [f"sub{t[1]}" for t in tickers]}
-                 ).to_csv(tmp_path / "companies.csv", index=False)
+    write_market_files(prices, tmp_path)
     out = tmp_path / "out"
     common = ["backtest", "--companies", str(tmp_path / "companies.csv"),
               "--prices", str(tmp_path / "prices.csv"), "--top-n", "2",

@@ -87,8 +87,8 @@ def _load(args, methods=("sae",), labels=True):
 
 
 def run_build(args) -> int:
-    from ..features.build import build_feature_set
     from ..data import load_companies
+    from ..features.build import build_feature_set
     companies = load_companies(args.companies)
     folder = build_feature_set(
         companies, model=args.model, layer=args.layer, sae=args.sae, pooling=args.pooling,

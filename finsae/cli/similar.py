@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
-from ..features.lookup import load_features, similar
+from ..data.errors import DataError
+from ..features.lookup import METHODS, LookupConfig, load_features, similar
 from .common import feature_inputs
+from .options import add_dataclass_flags
 
 
 def register(subparsers) -> None:
@@ -15,25 +17,14 @@ def register(subparsers) -> None:
                     "contributing most to each match: feature j's share of the cosine of the two "
                     "companies' SAE vectors (u_j v_j / |u||v|; all shares sum to that cosine).")
     p.add_argument("ticker")
-    p.add_argument("--top", type=int, default=10, help="number of neighbours (default 10)")
-    p.add_argument("--method", choices=("sae", "embedding", "hidden", "tfidf"), default="sae",
-                   help="sae: SAE features (default); embedding: MiniLM sentence embeddings; "
-                        "hidden: the LM's mean-pooled hidden state; tfidf: TF-IDF of the text")
-    p.add_argument("--explain", action="store_true",
-                   help="list the SAE features behind each match, with their labels")
-    p.add_argument("--n-features", type=int, default=5, metavar="N",
-                   help="features per match with --explain (default 5)")
-    p.add_argument("--min-score", type=float, default=None, metavar="S",
-                   help="with --explain, show first the features whose label's detection score "
-                        "(held-out AUROC) is at least S (default 0.7)")
-    p.add_argument("--generic", type=float, default=None, metavar="F",
-                   help="with --explain, fold features firing in more than this share of "
-                        "companies into one 'generic' line (default 0.5)")
+    add_dataclass_flags(p, LookupConfig)
     feature_inputs(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.method not in METHODS:
+        raise DataError(f"--method must be one of {', '.join(METHODS)}; got {args.method!r}")
     fs = load_features(args.companies, args.features,
                        [args.method] + (["sae"] if args.explain else []), args.explain)
     from ..data.tickers import check_ticker

@@ -7,19 +7,48 @@ so a lookup answers in well under a second once `finsae features build` has run.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+#: what `similar` compares by default and how it explains (`finsae similar` flags)
+METHODS = ("sae", "embedding", "hidden", "tfidf")
 
 
-def similar(fs, ticker: str, top: int = 10, method: str = "sae", explain: bool = False,
-            n_features: int = 5, min_score: float | None = None,
-            generic: float | None = None) -> list[dict]:
+@dataclass
+class LookupConfig:
+    """A similarity lookup: `finsae similar` flags, `similar` arguments."""
+
+    #: number of neighbours
+    top: int = 10
+    #: vectors compared: sae (SAE features), embedding (MiniLM sentence embeddings), hidden
+    #: (the LM's mean-pooled hidden state), tfidf (TF-IDF of the text)
+    method: str = "sae"
+    #: list the SAE features behind each match, with their labels
+    explain: bool = False
+    #: features per match when explaining
+    n_features: int = 5
+    #: when explaining, show first the features whose label's detection score (held-out
+    #: AUROC) is at least this (none: 0.7, `finsae.similarity.MIN_SCORE`)
+    min_score: float | None = None
+    #: when explaining, fold features firing in more than this share of companies into one
+    #: 'generic' line (none: 0.5, `finsae.similarity.GENERIC`)
+    generic: float | None = None
+
+
+_D = LookupConfig
+
+
+def similar(fs, ticker: str, top: int = _D.top, method: str = _D.method,
+            explain: bool = _D.explain, n_features: int = _D.n_features,
+            min_score: float | None = _D.min_score,
+            generic: float | None = _D.generic) -> list[dict]:
     """The lookup as records: [{ticker, name, score[, features, explained]}].
 
     With explain: "features" [{id, label, contribution, score, doc_freq, checked, n_features,
     ids}] (see `finsae.similarity.explain_match`: labels passing the detection-score bar
     `min_score` first, generic latents firing in more than `generic` of the companies left out) and
     "explained" {cosine, shown, shown_share, generic, n_generic, rest} of the SAE cosine."""
-    from ..similarity import GENERIC, MIN_SCORE, explain_match, neighbours
     from ..data.errors import DataError
+    from ..similarity import GENERIC, MIN_SCORE, explain_match, neighbours
     if top < 1:
         raise DataError(f"top must be at least 1, got {top}")
     V = fs.method(method)

@@ -11,7 +11,6 @@ run again.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from pathlib import Path
 from .data.paths import cache_dir
 from .hashing import json_key
 from .integrity import check_folder, report_damaged, write_folder_checksums
+from .jsonable import dumps
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,9 @@ def run_stage(name: str, params: dict, deps: list[StageResult], fn: Callable[[Pa
     try:
         fn(tmp)
         seconds = time.perf_counter() - t0
-        (tmp / "_stage.json").write_text(json.dumps(
+        (tmp / "_stage.json").write_text(dumps(
             {"stage": name, "params": params, "deps": {d.name: d.key for d in deps},
-             "seconds": seconds}, indent=1, default=str))
+             "seconds": seconds}))
         write_folder_checksums(tmp)
     except BaseException:  # a failed or interrupted stage leaves nothing behind
         shutil.rmtree(tmp, ignore_errors=True)

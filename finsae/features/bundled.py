@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..data.errors import DataError
 from ..data.paths import data_dir
+from ..jsonable import dumps
 
 if TYPE_CHECKING:
     from .store import FeatureSet
@@ -90,7 +91,7 @@ def save_bundled(vectors: pd.DataFrame, labels: dict, meta: dict, folder: Path |
                   **{x: v[x] for x in ("score", "n_companies") if x in v},
                   **({"contexts": v["contexts"][:1]} if v.get("contexts") else {})}
          for k, v in sorted(labels.items()) if int(k) in used}))
-    (folder / "meta.json").write_text(json.dumps({**meta, "top": top}, indent=1, default=str))
+    (folder / "meta.json").write_text(dumps({**meta, "top": top}))
     return folder
 
 

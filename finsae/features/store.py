@@ -27,6 +27,7 @@ import pandas as pd
 from ..data.errors import DataError
 from ..data.paths import cache_dir
 from ..integrity import check_folder, write_folder_checksums
+from ..jsonable import dumps
 
 METHODS = ("sae", "embedding", "hidden", "tfidf")
 FORMAT = 1
@@ -79,7 +80,7 @@ class FeatureSet:
             meta = {**self.meta, "format": FORMAT, "tickers": tickers,
                     "names": [str(self.names.get(t, "")) for t in tickers],
                     "columns": cols, "methods": list(self.vectors)}
-            (tmp / "meta.json").write_text(json.dumps(meta, default=str))
+            (tmp / "meta.json").write_text(dumps(meta, indent=None))
             write_folder_checksums(tmp)
             if folder.exists():
                 shutil.rmtree(folder)

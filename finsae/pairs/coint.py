@@ -339,7 +339,7 @@ def _eg_block(y: np.ndarray, x: np.ndarray, maxlag: int, ic: str | None):
 
 
 def engle_granger(y, x, lags: int | str = "aic", maxlag: int | None = None,
-                  chunk: int = 256) -> EngleGrangerResult:
+                  chunk: int | None = None) -> EngleGrangerResult:
     """Engle-Granger test of every pair of columns ``(y[:, p], x[:, p])`` (y on x).
 
     y, x: arrays (T,) or (T, P) of prices (levels, usually not logs), no NaN.
@@ -347,8 +347,9 @@ def engle_granger(y, x, lags: int | str = "aic", maxlag: int | None = None,
         (see the module docstring).
     maxlag: the largest lag searched when `lags` is a criterion; None = statsmodels' default.
     chunk: pairs per block; each block is copied pairs-major and tested while it stays in
-        cache (memory: about chunk * T * (maxlag + 3) floats). Throughput no longer falls
-        with the number of pairs: pass any batch at once.
+        cache (memory: about chunk * T * (maxlag + 3) floats). None: 128 to 256, about 4 MB
+        of lagged differences a block. Throughput does not fall with the number of pairs:
+        pass any batch at once.
 
     Swap y and x for the other ordering; `engle_granger_both` does both.
     """
@@ -370,6 +371,8 @@ def engle_granger(y, x, lags: int | str = "aic", maxlag: int | None = None,
         raise ValueError(f"ADF lag {maxlag} must be between 0 and T // 2 - 1 = {top} (T = {T})")
     beta, alpha, r2, stat = (np.empty(P) for _ in range(4))
     used, ptp = np.empty(P, dtype=int), np.empty(P)
+    if chunk is None:
+        chunk = int(np.clip(2 ** 19 // (T * (maxlag + 1)), 128, 256))
     chunk = max(int(chunk), 1)
     for s in range(0, P, chunk):
         sl = slice(s, s + chunk)
@@ -409,7 +412,7 @@ class BothOrderings(NamedTuple):
 
 
 def engle_granger_both(a, b, lags: int | str = "aic", maxlag: int | None = None,
-                       chunk: int = 256) -> BothOrderings:
+                       chunk: int | None = None) -> BothOrderings:
     """Test ``a`` on ``b`` and ``b`` on ``a``; keep the ordering with the lower p-value (ties:
     the more negative statistic). The result depends on the ordering (Engle-Granger is not
     symmetric), so both are tried, as practice recommends; note this is a choice of two tests."""

@@ -1,6 +1,6 @@
 """Pairs per second: finsae's batched Engle-Granger vs a loop over statsmodels' `coint`.
 
-    python benchmarks/coint.py [--sizes 2000,20000,all] [--lags 1,aic] [--days 252]
+    python benchmarks/coint.py [--sizes 2000,20000,all | --pairs N] [--lags 1,aic] [--days 252]
                                [--sm-sample 200] [--repeats 3] [--no-screen] [--synthetic]
 
 Data: the bundled evaluation universe (`load_companies`, `load_prices`, `clean_prices`,
@@ -102,6 +102,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="2000,20000,all",
                     help="comma-separated batch sizes (ordered pairs); 'all' = every one")
+    ap.add_argument("--pairs", help="one batch size (the old flag): same as --sizes PAIRS")
     ap.add_argument("--lags", default="1,aic", help="comma-separated ADF lags: ints, aic, bic")
     ap.add_argument("--days", type=int, default=252)
     ap.add_argument("--sm-sample", type=int, default=200,
@@ -111,6 +112,8 @@ def main(argv=None) -> int:
     ap.add_argument("--synthetic", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.pairs:
+        args.sizes = args.pairs
 
     t = time.perf_counter()
     window = formation_window(args.days, args.synthetic, args.seed)

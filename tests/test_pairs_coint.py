@@ -106,3 +106,63 @@ def test_half_life_and_hurst():
     assert half_life(walk)[0] > 100
     h = hurst_exponent(np.hstack([ar, walk]), max_lag=20)
     assert h[0] < 0.4 and 0.4 < h[1] < 0.6
+
+
+def _many_pairs(T=252, P=240, seed=7):
+    """Cointegrated pairs with AR(p) spreads (so the lag search has something to find),
+    independent random walks, and near-collinear pairs, shuffled."""
+    rng = np.random.default_rng(seed)
+    x = np.cumsum(rng.normal(size=(T, P)), 0) + 80
+    u = rng.normal(size=(T, P))
+    ar = np.zeros((T, P))
+    phi = rng.uniform(-0.5, 0.9, size=(3, P)) * [[1], [0.4], [0.2]]
+    for t in range(3, T):
+        ar[t] = phi[0] * ar[t - 1] + phi[1] * ar[t - 2] + phi[2] * ar[t - 3] + u[t]
+    kind = rng.integers(0, 3, P)
+    y = np.where(kind == 0, 0.8 * x + 3 + ar * rng.uniform(0.5, 4, P),
+                 np.where(kind == 1, np.cumsum(rng.normal(size=(T, P)), 0) + 50,
+                          2 * x + 0.05 * rng.normal(size=(T, P))))
+    return y, x
+
+
+@pytest.mark.parametrize("lags", ["aic", "bic", 2])
+def test_blocked_path_equals_statsmodels_many_pairs(lags):
+    # several blocks (chunk=64) of lag-product Gram matrices against coint pair by pair
+    y, x = _many_pairs()
+    r = engle_granger(y, x, lags=lags, chunk=64)
+    ref = np.array([_coint(y[:, p], x[:, p], lags)[:2] for p in range(y.shape[1])])
+    np.testing.assert_allclose(r.statistic, ref[:, 0], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(r.pvalue, ref[:, 1], rtol=0, atol=1e-6)
+    if isinstance(lags, str):
+        from statsmodels.tsa.stattools import adfuller
+        assert len(np.unique(r.lags)) > 3  # the search really picks different lags
+        for p in np.flatnonzero(r.lags != np.bincount(r.lags).argmax())[:10]:
+            e = y[:, p] - r.alpha[p] - r.beta[p] * x[:, p]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                used = adfuller(e, regression="n", autolag=lags, maxlag=default_maxlag(len(e)))[2]
+            assert used == r.lags[p]
+    # the result does not depend on the block size
+    r1 = engle_granger(y, x, lags=lags, chunk=7)
+    np.testing.assert_allclose(r1.statistic, r.statistic, rtol=0, atol=1e-9)
+    assert (r1.lags == r.lags).all()
+
+
+def test_degenerate_pair_in_a_block_leaves_the_others_exact(monkeypatch):
+    # a constant series makes a block's factorisation fail: that block falls back to the
+    # pair-by-pair solver, the other pairs keep statsmodels' numbers
+    from finsae.pairs import coint as mod
+    calls = []
+    solve = mod._eg_block_solve
+    monkeypatch.setattr(mod, "_eg_block_solve", lambda *a: calls.append(1) or solve(*a))
+    y, x = _many_pairs(P=40, seed=11)
+    y[:, 5] = 4.0
+    x[:, 17] = y[:, 17]
+    r = engle_granger(y, x, lags="aic", chunk=16)
+    assert len(calls) >= 1 and np.isnan(r.statistic[5])
+    for p in range(40):
+        if p in (5, 17):
+            continue
+        stat, pval, _ = _coint(y[:, p], x[:, p], "aic")
+        assert r.statistic[p] == pytest.approx(stat, abs=1e-6)
+        assert r.pvalue[p] == pytest.approx(pval, abs=1e-6)

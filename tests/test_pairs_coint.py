@@ -5,8 +5,13 @@ import pytest
 from statsmodels.tsa.adfvalues import mackinnonp
 from statsmodels.tsa.stattools import coint
 
-from finsae.pairs.coint import (default_maxlag, engle_granger, engle_granger_both, half_life,
-                                hurst_exponent, mackinnon_pvalue)
+from finsae.pairs.coint import (
+    default_maxlag,
+    engle_granger,
+    engle_granger_both,
+    mackinnon_pvalue,
+)
+from finsae.pairs.spread_stats import half_life, hurst_exponent
 
 
 def _pairs(T=252, P=24, seed=0):

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from statsmodels.tsa.vector_ar.vecm import coint_johansen
 
-from finsae.pairs.coint import johansen, mean_crossings, ou_fit, ssd_distance
 from finsae.pairs.hedge import dynamic_spread, kalman, rolling_ols
+from finsae.pairs.johansen import johansen
+from finsae.pairs.spread_stats import mean_crossings, ou_fit, ssd_distance
 
 
 def _ou(T, theta, mu, sigma, P=1, seed=0, x0=None):

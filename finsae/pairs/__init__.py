@@ -1,7 +1,8 @@
 """Cointegration pairs trading per company grouping (issues 9 and 17).
 
-* `coint`: batched Engle-Granger (equal to statsmodels' `coint`), Johansen (equal to
-  `coint_johansen`), GGR distance, half-life, Hurst, mean crossings, Ornstein-Uhlenbeck fit.
+* `coint`: batched Engle-Granger (equal to statsmodels' `coint`); `johansen` (equal to
+  `coint_johansen`); `spread_stats`: GGR distance, half-life, Hurst, mean crossings,
+  Ornstein-Uhlenbeck fit.
 * `select`: candidate pairs (from a `finsae.methods` grouping or `Neighbours`),
   formation-window selection rules ("eg", "johansen", "distance") and the pair filters
   (p-value, Benjamini-Hochberg, hedge sign, half-life, Hurst, mean crossings), each counted.
@@ -22,14 +23,33 @@ formation window, and dynamic hedges from prices up to each day (tests in
 tests/test_pairs_backtest.py, tests/test_pairs_filters.py, tests/test_pairs_models.py).
 """
 
-from .backtest import (BacktestConfig, BacktestResult, bootstrap_sharpe, combine_seeds,
-                       run_backtest, sharpe_difference)
-from .coint import (engle_granger, engle_granger_both, half_life, hurst_exponent, johansen,
-                    mean_crossings, ou_fit, ssd_distance)
+from .backtest import (
+                       BacktestConfig,
+                       BacktestResult,
+                       bootstrap_sharpe,
+                       combine_seeds,
+                       run_backtest,
+                       sharpe_difference,
+)
+from .coint import engle_granger, engle_granger_both
 from .compare import BacktestReport, backtest_methods
+from .johansen import johansen
+from .select import (
+                       Neighbours,
+                       SelectionConfig,
+                       benjamini_hochberg,
+                       filter_pairs,
+                       partition_at,
+                       select_pairs,
+)
 from .settings import BacktestSettings
-from .select import (Neighbours, SelectionConfig, benjamini_hochberg, filter_pairs, partition_at,
-                     select_pairs)
+from .spread_stats import (
+                       half_life,
+                       hurst_exponent,
+                       mean_crossings,
+                       ou_fit,
+                       ssd_distance,
+)
 from .strategy import StrategyConfig, pair_positions
 
 __all__ = ["BacktestConfig", "BacktestReport", "BacktestResult", "BacktestSettings",

@@ -29,14 +29,26 @@ import numpy as np
 import pandas as pd
 
 from .hedge import dynamic_spread
-# the statistics of backtest returns live in `inference`; importable from here as before
-from .inference import (YEAR, SharpeDifference, SharpeIntervals,  # noqa: F401
-                        bootstrap_sharpe, combine_seeds, sharpe_difference,
-                        stationary_bootstrap_indices)
-from .select import (Partition, SelectionConfig, candidate_pairs, partition_at, rank_pairs,
-                     test_pairs)
-from .strategy import StrategyConfig, leg_orders, pair_positions, spread_zscore
 
+# the statistics of backtest returns live in `inference`; importable from here as before
+from .inference import (  # noqa: F401
+    YEAR,
+    SharpeDifference,
+    SharpeIntervals,
+    bootstrap_sharpe,
+    combine_seeds,
+    sharpe_difference,
+    stationary_bootstrap_indices,
+)
+from .select import (
+    Partition,
+    SelectionConfig,
+    candidate_pairs,
+    partition_at,
+    rank_pairs,
+    test_pairs,
+)
+from .strategy import StrategyConfig, leg_orders, pair_positions, spread_zscore
 
 
 @dataclass(frozen=True)

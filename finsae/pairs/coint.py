@@ -1,4 +1,7 @@
-"""Engle-Granger cointegration for many pairs at once, plus half-life and Hurst filters.
+"""Engle-Granger cointegration for many pairs at once (Johansen: `johansen`; half-life, Hurst,
+mean crossings, OU fit and GGR distance of a spread: `spread_stats`). About 430 lines: the
+blocked regression sums, their Cholesky solve and the statsmodels-equal conventions are one
+algorithm, kept together.
 
 `engle_granger(y, x)` tests every column pair ``(y[:, p], x[:, p])`` in one batch and returns
 the same numbers as ``statsmodels.tsa.stattools.coint(y[:, p], x[:, p], trend="c", ...)``:
@@ -94,7 +97,7 @@ def mackinnon_pvalue(stat, regression: str = "c", N: int = 2) -> np.ndarray:
     return np.where(np.isnan(stat), np.nan, p)
 
 
-def _as_2d(a, name: str) -> np.ndarray:
+def as_2d(a, name: str) -> np.ndarray:
     a = np.asarray(a, dtype=float)
     if a.ndim == 1:
         a = a[:, None]
@@ -105,7 +108,7 @@ def _as_2d(a, name: str) -> np.ndarray:
 
 def ols_hedge(y, x):
     """OLS ``y = alpha + beta x + e`` column by column. Returns (beta, alpha, resid, rsquared)."""
-    y, x = _as_2d(y, "y"), _as_2d(x, "x")
+    y, x = as_2d(y, "y"), as_2d(x, "x")
     xm, ym = x.mean(0), y.mean(0)
     xc, yc = x - xm, y - ym
     sxx = np.einsum("tp,tp->p", xc, xc)
@@ -353,7 +356,7 @@ def engle_granger(y, x, lags: int | str = "aic", maxlag: int | None = None,
 
     Swap y and x for the other ordering; `engle_granger_both` does both.
     """
-    y, x = _as_2d(y, "y"), _as_2d(x, "x")
+    y, x = as_2d(y, "y"), as_2d(x, "x")
     if y.shape != x.shape:
         raise ValueError(f"y and x must have the same shape, got {y.shape} and {x.shape}")
     if not (np.isfinite(y).all() and np.isfinite(x).all()):
@@ -426,162 +429,3 @@ def engle_granger_both(a, b, lags: int | str = "aic", maxlag: int | None = None,
                                 critical_values=ab.critical_values)
     return BothOrderings(first, merged, ab, ba)
 
-
-def half_life(spread) -> np.ndarray:
-    """Mean-reversion half-life in days from the AR(1) fit ``ds_t = a + b s_{t-1} + u_t``:
-    ``-ln 2 / ln(1 + b)``; ``inf`` where b >= 0 (no reversion), 0 where b <= -1 (overshoot)."""
-    s = _as_2d(spread, "spread")
-    lag, ds = s[:-1], np.diff(s, axis=0)
-    lc = lag - lag.mean(0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        b = np.einsum("tp,tp->p", lc, ds - ds.mean(0)) / np.einsum("tp,tp->p", lc, lc)
-        hl = -np.log(2.0) / np.log1p(np.clip(b, -1 + 1e-300, None))
-    return np.where(b >= 0, np.inf, np.where(b <= -1, 0.0, hl))
-
-
-def hurst_exponent(series, max_lag: int = 20, min_lag: int = 2) -> np.ndarray:
-    """Hurst exponent from the scaling of lagged differences: the slope of
-    ``log std(s_{t+k} - s_t)`` on ``log k`` for k = min_lag..max_lag. About 0.5 for a random
-    walk, below 0.5 for a mean-reverting series, above for a trending one."""
-    s = _as_2d(series, "series")
-    if not 1 <= min_lag < max_lag < s.shape[0] - 1:
-        raise ValueError(f"need 1 <= min_lag < max_lag < T - 1, got {min_lag}, {max_lag}, "
-                         f"T = {s.shape[0]}")
-    ks = np.arange(min_lag, max_lag + 1)
-    with np.errstate(divide="ignore"):
-        logsd = np.stack([np.log(np.std(s[k:] - s[:-k], axis=0)) for k in ks])  # (K, P)
-    lk = np.log(ks) - np.log(ks).mean()
-    return np.einsum("k,kp->p", lk, logsd - logsd.mean(0)) / (lk @ lk)
-
-
-def mean_crossings(spread, per_year: int | None = 252) -> np.ndarray:
-    """How often each spread column crosses its own (formation) mean: the number of sign
-    changes of ``s - mean(s)`` (zeros carry the previous sign), scaled to crossings per year of
-    `per_year` days (None: the raw count). A spread that crosses its mean rarely cannot close
-    its trades in time, whatever its test statistic (arbitragelab's 12-a-year rule)."""
-    s = _as_2d(spread, "spread")
-    d = s - s.mean(0)
-    sign = np.sign(d)
-    # a zero keeps the sign before it, so touching the mean is not a crossing
-    for t in range(1, len(sign)):
-        sign[t] = np.where(sign[t] == 0, sign[t - 1], sign[t])
-    n = ((sign[1:] * sign[:-1]) < 0).sum(0).astype(float)
-    return n if per_year is None else n * per_year / max(len(s) - 1, 1)
-
-
-class OUFit(NamedTuple):
-    """Ornstein-Uhlenbeck ``ds = theta (mu - s) dt + sigma dW`` fitted per column (dt = 1 day).
-
-    theta: speed of mean reversion per day; mu: long-run mean; sigma: diffusion per sqrt(day);
-    sigma_eq: stationary standard deviation ``sigma / sqrt(2 theta)``; half_life: ``ln 2 /
-    theta`` days (inf where the AR(1) coefficient is >= 1: no reversion). Entry and exit levels
-    of an OU strategy are multiples of sigma_eq around mu."""
-
-    theta: np.ndarray
-    mu: np.ndarray
-    sigma: np.ndarray
-    sigma_eq: np.ndarray
-    half_life: np.ndarray
-
-
-def ou_fit(spread, dt: float = 1.0) -> OUFit:
-    """Exact maximum likelihood of a discretely sampled OU process (the AR(1) ``s_t = a + b
-    s_{t-1} + e_t`` by OLS, then ``theta = -ln b / dt``, ``mu = a / (1 - b)``, ``sigma^2 =
-    var(e) 2 theta / (1 - b^2)``), vectorised over columns."""
-    s = _as_2d(spread, "spread")
-    lag, cur = s[:-1], s[1:]
-    lm, cm = lag.mean(0), cur.mean(0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        b = np.einsum("tp,tp->p", lag - lm, cur - cm) / np.einsum("tp,tp->p", lag - lm, lag - lm)
-        a = cm - b * lm
-        e = cur - a - b * lag
-        var_e = np.einsum("tp,tp->p", e, e) / len(e)
-        ok = (b > 0) & (b < 1)
-        theta = np.where(ok, -np.log(np.where(ok, b, 0.5)) / dt, 0.0)
-        mu = np.where(ok, a / (1 - b), np.nan)
-        sigma = np.where(ok, np.sqrt(var_e * 2 * theta / (1 - b ** 2)), np.nan)
-        sigma_eq = np.where(ok, np.sqrt(var_e / (1 - b ** 2)), np.nan)
-        hl = np.where(ok, np.log(2.0) / theta, np.where(b <= 0, 0.0, np.inf))
-    return OUFit(theta, mu, sigma, sigma_eq, hl)
-
-
-class JohansenResult(NamedTuple):
-    """Batched Johansen trace test for pairs (two series each), statsmodels' conventions.
-
-    trace: (P, 2) trace statistics for H0 rank <= 0 and rank <= 1; eig: (P, 2) eigenvalues,
-    largest first; crit: (2, 3) 90/95/99% critical values of the trace statistic (same for
-    every pair); beta: hedge ratio of the first cointegrating vector normalised on y
-    (spread ``y - beta x``); vector: (P, 2) that vector as statsmodels returns it (evec[:, 0])
-    up to scale."""
-
-    trace: np.ndarray
-    max_eig: np.ndarray
-    eig: np.ndarray
-    crit: np.ndarray
-    beta: np.ndarray
-    vector: np.ndarray
-
-
-def johansen(y, x, det_order: int = 0, k_ar_diff: int = 1) -> JohansenResult:
-    """Johansen (1991) trace test of every column pair ``(y[:, p], x[:, p])`` in one batch:
-    the same numbers as ``statsmodels.tsa.vector_ar.vecm.coint_johansen(np.c_[y, x],
-    det_order, k_ar_diff)`` (its sample alignment and demeaning included), tested equal.
-
-    det_order: -1 (no deterministic terms) or 0 (a constant). k_ar_diff: lagged differences.
-    """
-    from statsmodels.tsa.coint_tables import c_sjt
-    y, x = _as_2d(y, "y"), _as_2d(x, "x")
-    if y.shape != x.shape:
-        raise ValueError(f"y and x must have the same shape, got {y.shape} and {x.shape}")
-    if det_order not in (-1, 0):
-        raise ValueError("det_order must be -1 or 0")
-    X = np.stack([y, x], axis=-1)  # (T, P, 2)
-    T, k = X.shape[0], int(k_ar_diff)
-    if det_order == 0:
-        X = X - X.mean(0)
-
-    def demean(a):
-        return a if det_order < 0 else a - a.mean(0)
-
-    dx = np.diff(X, axis=0)  # (T-1, P, 2)
-    n = T - 1 - k
-    z = np.concatenate([dx[k - j:T - 1 - j] for j in range(1, k + 1)], axis=-1) if k else None
-    d0 = demean(dx[k:])
-    lx = demean(X[1:T - k])
-
-    def resid(a):
-        if z is None:
-            return a
-        zz = demean(z).transpose(1, 0, 2)  # (P, n, 2k)
-        aa = a.transpose(1, 0, 2)
-        coef = np.linalg.lstsq(zz[0], aa[0], rcond=None)[0] if zz.shape[0] == 1 else \
-            np.linalg.solve(np.matmul(zz.transpose(0, 2, 1), zz),
-                            np.matmul(zz.transpose(0, 2, 1), aa))
-        return (aa - np.matmul(zz, coef)).transpose(1, 0, 2)
-
-    r0, rk = resid(d0), resid(lx)  # (n, P, 2)
-    skk = np.einsum("tpi,tpj->pij", rk, rk) / n
-    sk0 = np.einsum("tpi,tpj->pij", rk, r0) / n
-    s00 = np.einsum("tpi,tpj->pij", r0, r0) / n
-    m = np.linalg.solve(skk, np.matmul(sk0, np.linalg.solve(s00, sk0.transpose(0, 2, 1))))
-    au, du = np.linalg.eig(m)
-    au, du = au.real, du.real
-    order = np.argsort(-au, axis=1)
-    a = np.take_along_axis(au, order, 1)
-    v = np.take_along_axis(du, order[:, None, :], 2)[:, :, 0]  # first vector (P, 2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.log(1.0 - a)
-        trace = -n * np.stack([logs.sum(1), logs[:, 1]], axis=1)
-        max_eig = -n * logs
-        beta = -v[:, 1] / v[:, 0]
-    crit = np.array([c_sjt(2, det_order), c_sjt(1, det_order)], dtype=float)
-    return JohansenResult(trace, max_eig, a, crit, beta, v)
-
-
-def ssd_distance(a, b) -> np.ndarray:
-    """Gatev-Goetzmann-Rouwenhorst (2006) distance: the sum over the window of squared
-    differences of the two prices normalised to 1 on its first day, ``sum_t (a_t/a_0 -
-    b_t/b_0)^2``, per column pair. Smaller = closer co-movement."""
-    a, b = _as_2d(a, "a"), _as_2d(b, "b")
-    d = a / a[0] - b / b[0]
-    return np.einsum("tp,tp->p", d, d)

@@ -40,8 +40,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .coint import (engle_granger_both, half_life, hurst_exponent, johansen,
-                    mean_crossings, ou_fit, ssd_distance)
+from .coint import engle_granger_both
+from .johansen import johansen
+from .spread_stats import (
+    half_life,
+    hurst_exponent,
+    mean_crossings,
+    ou_fit,
+    ssd_distance,
+)
 
 Partition = pd.Series | Callable[[pd.Timestamp, pd.Timestamp], pd.Series]
 

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from ..data.errors import DataError
-from .meancorr import (IN_SAMPLE, OUT_OF_SAMPLE, YEARS, for_year, partition_codes,
-                       universe_of)
+from .meancorr import for_year, partition_codes, universe_of
+from .protocol import IN_SAMPLE, OUT_OF_SAMPLE, YEARS
 
 #: neighbours in a kNN peer set (evaluation.md: kNN-10)
 KNN = 10

@@ -8,21 +8,30 @@ the latent fires from windows where it does not (AUROC; `median_score` summarise
 `latent_labels` is the older bag of top tokens. Exported as JSON (`to_json`) and as one
 self-contained HTML page an analyst can search and sort (`to_html`), filtered and ordered by
 `select_labels`.
+
+This module makes the labels; the detection score's parts live in `label_score` and the
+exports in `label_export` (both re-exported here).
 """
 
 from __future__ import annotations
 
-import html
-import json
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .company import TokenLatents
+from .label_export import SORTS, labels_map, select_labels, to_html, to_json
+from .label_score import auroc, label_words, median_score, split_companies, window_match
+
+__all__ = ["SORTS", "SPAN_LEFT", "SPAN_RIGHT", "auroc", "context_labels", "label_words",
+           "labels_map", "latent_labels", "median_score", "select_labels", "short_label",
+           "split_companies", "to_html", "to_json", "window_match"]
+
+#: the former private name of `auroc` (kept importable from here)
+_auroc = auroc
 
 
 def _clean(tok: str) -> str:
@@ -176,35 +185,6 @@ class _Words:
         return " ".join(f"[[{self.words[i]}]]" if i == w else self.words[i] for i in win)
 
 
-def _auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
-    """Probability that a positive outscores a negative (ties count one half)."""
-    p, q = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float)
-    if not len(p) or not len(q):
-        return float("nan")
-    gt = (p[:, None] > q[None, :]).sum()
-    eq = (p[:, None] == q[None, :]).sum()
-    return float((gt + 0.5 * eq) / (len(p) * len(q)))
-
-
-def label_words(label: str) -> list[list[str]]:
-    """A label's phrases as word lists ("data center / cloud" -> [["data", "center"], ["cloud"]])."""
-    return [p.split() for p in label.split(" / ") if p.strip()]
-
-
-def window_match(phrases: list[list[str]], window_words: Sequence[str]) -> float:
-    """How well a window matches a label: the largest share of one phrase's words present."""
-    ws = set(window_words)
-    return max((sum(x in ws for x in p) / len(p) for p in phrases if p), default=0.0)
-
-
-def split_companies(tickers: Sequence[str], seed: int = 0, share: float = 0.5) -> np.ndarray:
-    """Boolean [n_docs]: True for the documents that make labels, False for the held-out ones
-    (a seeded split by company, so a score never reads the texts its label came from)."""
-    rng = np.random.default_rng(seed)
-    make = np.zeros(len(tickers), dtype=bool)
-    make[rng.permutation(len(tickers))[:int(round(share * len(tickers)))]] = True
-    return make
-
 
 def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
                    pooled: pd.DataFrame | None = None, names: Mapping | None = None,
@@ -348,7 +328,7 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
             if len(pos) >= 3 and len(neg) >= 3:
                 ph = label_words(label)
                 f = lambda r: window_match(ph, [W.words[w] for w in W.window(int(W.wid[r]))])
-                score = round(_auroc([f(rows[o]) for o in pos], [f(r) for r in neg]), 4)
+                score = round(auroc([f(rows[o]) for o in pos], [f(r) for r in neg]), 4)
                 n_used = [len(pos), len(neg)]
         examples = [_example(tl, token_strings, doc, int(rows[o]), float(vals[o]), context)
                     for o in best[:n_examples]]
@@ -370,110 +350,3 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
                   "doc_freq": round(doc_freq, 4), "n_companies": n_comp,
                   "companies": companies, "contexts": contexts, "examples": examples}
     return out
-
-
-def median_score(labels: Mapping[int, dict], min_companies: int = 5,
-                 ids: Sequence[int] | None = None) -> float:
-    """Median detection score over the latents (of `ids`, default all) that fire in at least
-    `min_companies` companies and have a score; nan when none does."""
-    keys = labels.keys() if ids is None else [int(i) for i in ids]
-    s = [labels[k]["score"] for k in keys if k in labels
-         and labels[k].get("score") is not None
-         and labels[k].get("n_companies", min_companies) >= min_companies]
-    return float(np.median(s)) if s else float("nan")
-
-
-def labels_map(labels: Mapping[int, dict]) -> dict[int, str]:
-    """latent id -> short label."""
-    return {int(k): v.get("label", "") for k, v in labels.items()}
-
-
-SORTS = ("id", "score", "doc_freq")
-
-
-def select_labels(labels: Mapping[int, dict], *, sort: str = "id", min_score: float | None = None,
-                  min_companies: int | None = None,
-                  max_doc_freq: float | None = None) -> dict[int, dict]:
-    """Label records filtered and ordered (a dict in that order).
-
-    sort: "id", "score" (best first; no score last) or "doc_freq" (most widespread first).
-    min_score: keep latents whose detection score is at least this; min_companies: firing in
-    at least this many companies; max_doc_freq: firing in at most this share (drops generic
-    latents, leaving those that can set clusters apart)."""
-    if sort not in SORTS:
-        raise ValueError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
-    out = []
-    for k, v in labels.items():
-        sc, n, df = v.get("score"), v.get("n_companies"), v.get("doc_freq")
-        if min_score is not None and (sc is None or sc < min_score):
-            continue
-        if min_companies is not None and n is not None and n < min_companies:
-            continue
-        if max_doc_freq is not None and df is not None and df > max_doc_freq:
-            continue
-        out.append((int(k), v))
-    key = {"id": lambda kv: kv[0],
-           "score": lambda kv: (kv[1].get("score") is None, -(kv[1].get("score") or 0), kv[0]),
-           "doc_freq": lambda kv: (-(kv[1].get("doc_freq") or 0), kv[0])}[sort]
-    return dict(sorted(out, key=key))
-
-
-def to_json(labels: Mapping[int, dict], path: str | Path, sort: str | None = "id") -> Path:
-    """Every record as JSON {id: record}; sort as in `select_labels` (None: the given order)."""
-    path = Path(path)
-    items = labels.items() if sort is None else select_labels(labels, sort=sort).items()
-    path.write_text(json.dumps({str(k): v for k, v in items}, indent=1))
-    return path
-
-
-def to_html(labels: Mapping[int, dict], path: str | Path, title: str = "finsae SAE features",
-            meta: Mapping | None = None, sort: str | None = "id") -> Path:
-    """One self-contained HTML page: a searchable table of every latent (no external assets);
-    a click on a column header sorts by it."""
-    e = html.escape
-    items = labels.items() if sort is None else select_labels(labels, sort=sort).items()
-    rows = []
-    for j, v in items:
-        if v.get("contexts"):
-            ex = "<br>".join(
-                f"<span class=t>{e(x['ticker'])}</span> …"
-                + e(x["text"]).replace("[[", "<mark>").replace("]]", "</mark>")
-                + f"… <span class=a>{x['activation']:.2f}</span>" for x in v["contexts"][:5])
-        else:
-            ex = "<br>".join(
-                f"<span class=t>{e(x['ticker'])}</span> …{e(x['context'][0])}"
-                f"<mark>{e(x['context'][1])}</mark>{e(x['context'][2])}… "
-                f"<span class=a>{x['activation']:.2f}</span>" for x in v.get("examples", [])[:5])
-        comp = ", ".join(f"{e(c['ticker'])} <span class=n>{e(c['name'])}</span>"
-                         for c in v.get("companies", []))
-        sc = v.get("score")
-        sc = "" if sc is None else f"{sc:.2f}"
-        rows.append(f"<tr><td>{j}</td><td><b>{e(v['label'])}</b></td><td>{sc}</td>"
-                    f"<td>{(v.get('doc_freq') or 0):.2f}</td><td>{comp}</td>"
-                    f"<td class=ex>{ex}</td></tr>")
-    info = e(json.dumps(dict(meta or {}), default=str))
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{e(title)}</title>
-<style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border-bottom:1px solid #ddd;padding:4px;vertical-align:top}}mark{{background:#fd6}}
-th{{cursor:pointer}}.t{{color:#06c}}.a,.n{{color:#888}}.ex{{font-family:monospace;font-size:12px}}
-#q{{width:30em;padding:4px}}</style></head><body><h2>{e(title)}</h2>
-<p class=n>{info}</p>
-<p class=n>score: detection AUROC of the label on held-out companies (1 = the label's words
-tell apart the windows where the feature fires; 0.5 = chance). Click a header to sort.</p>
-<p><input id=q placeholder="filter: label, ticker, company or text" oninput="f()"> 
-<span id=c></span></p>
-<table id=tb><tr><th onclick="s(0)">id</th><th onclick="s(1)">label</th>
-<th onclick="s(2)">score</th><th onclick="s(3)">firing share</th><th>strongest companies</th>
-<th>top contexts</th></tr>{''.join(rows)}</table>
-<script>function f(){{var q=document.getElementById('q').value.toLowerCase(),n=0;
-var r=document.getElementById('tb').rows;for(var i=1;i<r.length;i++){{
-var s=r[i].textContent.toLowerCase().indexOf(q)>=0;r[i].style.display=s?'':'none';n+=s;}}
-document.getElementById('c').textContent=n+' features';}}f();
-var dir={{}};function s(c){{var t=document.getElementById('tb'),r=[].slice.call(t.rows,1);
-dir[c]=-(dir[c]||1);r.sort(function(a,b){{var x=a.cells[c].textContent,y=b.cells[c].textContent,
-u=parseFloat(x),v=parseFloat(y);if(isNaN(u))u=-1e9;if(isNaN(v))v=-1e9;
-return c==1?dir[c]*x.localeCompare(y):dir[c]*(u-v);}});
-r.forEach(function(x){{t.tBodies[0].appendChild(x);}});}}</script></body></html>"""
-    path = Path(path)
-    path.write_text(page, encoding="utf-8")
-    return path

@@ -9,6 +9,9 @@ Recipe (Gao et al. 2024, the TopK defaults of EleutherAI sparsify):
 - Adam (fused where torch has it), lr = 2e-4 / sqrt(d_sae / 2^14), constant;
 - decoder rows kept at unit norm, the gradient component along them removed before each step;
 - AuxK on latents that have not fired for `dead_tokens` tokens.
+
+The activation sources and the shuffled batches live in `finsae.sae.activations`
+(re-exported here).
 """
 
 from __future__ import annotations
@@ -17,48 +20,19 @@ import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
 from .. import dist
 from ..data.errors import DataError
-from ..lm import hooks
+from .activations import Batches, load_activations, stream_activations
 from .architectures import SparseAutoencoder, build_sae
 from .config import SAEConfig, TrainConfig, default_lr
 from .io import save_sae
-from .metrics import massive_token_mask
 
-
-def load_activations(path: str | Path, key: str = "acts") -> Tensor:
-    """[n, d] activations from a safetensors file holding `key`, or a folder of such shards."""
-    path = Path(path)
-    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
-    if not path.exists() or not files:
-        raise DataError("no activations: expected a .safetensors file or a folder of them",
-                        path=path)
-    parts = []
-    for f in files:
-        if f.is_dir():
-            raise DataError("is a folder, not a .safetensors file", path=f)
-        try:
-            t = load_file(str(f))
-        except Exception as e:  # noqa: BLE001 - safetensors raises several kinds
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DataError(f"not a readable safetensors file ({msg})", path=f) from e
-        if key not in t:
-            raise DataError(f"no tensor {key!r}; found {sorted(t)}", path=f)
-        a = t[key]
-        if a.ndim == 3:
-            a = a.reshape(-1, a.shape[-1])
-        if a.ndim != 2:
-            raise DataError(f"{key!r} must be [tokens, d], got {list(a.shape)}", path=f)
-        parts.append(a.float())
-    if len({p.shape[1] for p in parts}) > 1:
-        raise DataError(f"shards disagree on d: {sorted({p.shape[1] for p in parts})}", path=path)
-    return torch.cat(parts) if len(parts) > 1 else parts[0]
+__all__ = ["Batches", "TrainResult", "folded_copy", "geometric_median", "load_activations",
+           "stream_activations", "train_sae"]
 
 
 def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-5) -> Tensor:
@@ -73,120 +47,6 @@ def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-5) -> Tensor:
         if done:
             break
     return y.float()
-
-
-# --- batches ----------------------------------------------------------------------------------
-
-class Batches:
-    """Shuffled [batch_size, d] batches from a tensor or a stream of [n, d] chunks.
-
-    A tensor is reshuffled each epoch with a seeded generator. A stream goes through a
-    shuffling buffer of `buffer_tokens`, refilled when half empty, so consecutive tokens of
-    one text rarely share a batch. Massive tokens are dropped and counted in `n_dropped`.
-
-    Data parallel (`world_size` > 1): `batch_size` is the global batch and each rank yields
-    its own `batch_size // world_size` rows of it. With a tensor every rank draws the same
-    seeded permutation and takes slice `rank` of each global batch, so the ranks together see
-    exactly the batches of a single process. A stream is split by chunk (chunk i goes to rank
-    i % world_size), each rank shuffling its own chunks.
-    """
-
-    def __init__(self, source, batch_size: int, *, seed: int = 0, buffer_tokens: int = 2**18,
-                 massive_factor: float | None = 10.0, rank: int = 0, world_size: int = 1):
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise DataError(f"rank {rank} out of range for world size {world_size}")
-        if batch_size % world_size:
-            raise DataError(f"the batch size {batch_size} must be a multiple of the number of "
-                            f"processes ({world_size})")
-        self.rank, self.world_size = rank, world_size
-        self.local_batch = batch_size // world_size
-        self._chunk = 0
-        self.batch_size, self.buffer_tokens = batch_size, buffer_tokens
-        self.massive_factor = massive_factor
-        self.g = torch.Generator().manual_seed(seed)
-        self.n_dropped = 0
-        self.n_seen = 0
-        if isinstance(source, (str, Path)):
-            source = load_activations(source)
-        if isinstance(source, Tensor):
-            if source.ndim != 2:
-                raise DataError(f"activations must be [tokens, d], got {list(source.shape)}")
-            drop = massive_token_mask(source, massive_factor)
-            self.n_dropped = int(drop.sum())
-            self.n_seen = len(source)
-            self.tensor = source[~drop] if self.n_dropped else source
-            if len(self.tensor) < batch_size:
-                raise DataError(f"only {len(self.tensor)} tokens, fewer than one batch "
-                                f"({batch_size})")
-            self.stream = None
-        else:
-            self.tensor, self.stream = None, iter(source)
-        self.buffer = None
-
-    @property
-    def d(self) -> int:
-        return self.peek().shape[1]
-
-    def _pull(self) -> Tensor | None:
-        try:
-            chunk = next(self.stream)
-            while self.world_size > 1 and self._chunk % self.world_size != self.rank:
-                self._chunk += 1
-                chunk = next(self.stream)
-            self._chunk += 1
-        except StopIteration:
-            return None
-        chunk = torch.as_tensor(chunk).float()
-        chunk = chunk.reshape(-1, chunk.shape[-1])
-        drop = massive_token_mask(chunk, self.massive_factor)
-        self.n_seen += len(chunk)
-        self.n_dropped += int(drop.sum())
-        return chunk[~drop]
-
-    def _fill(self) -> bool:
-        have = [] if self.buffer is None else [self.buffer]
-        n = sum(len(b) for b in have)
-        grew = False
-        while n < self.buffer_tokens:
-            c = self._pull()
-            if c is None:
-                break
-            have.append(c)
-            n += len(c)
-            grew = True
-        if have:
-            buf = torch.cat(have)
-            self.buffer = buf[torch.randperm(len(buf), generator=self.g)]
-        return grew
-
-    def peek(self, n: int | None = None) -> Tensor:
-        """Up to n tokens (for initialisation) without consuming them."""
-        if self.tensor is not None:
-            if n is None or n >= len(self.tensor):
-                return self.tensor
-            return self.tensor[torch.randperm(len(self.tensor), generator=self.g)[:n]]
-        if self.buffer is None:
-            self._fill()
-        if self.buffer is None or not len(self.buffer):
-            raise DataError("the activation stream is empty")
-        return self.buffer if n is None else self.buffer[:n]
-
-    def __iter__(self) -> Iterator[Tensor]:
-        if self.tensor is not None:
-            t, B = self.tensor, self.batch_size
-            a, b = self.rank * self.local_batch, (self.rank + 1) * self.local_batch
-            while True:
-                perm = torch.randperm(len(t), generator=self.g)
-                for s in range(0, len(t) - B + 1, B):
-                    yield t[perm[s:s + B]] if self.world_size == 1 else t[perm[s + a:s + b]]
-        b = self.local_batch
-        while True:
-            if self.buffer is None or len(self.buffer) < self.buffer_tokens // 2:
-                self._fill()
-            if self.buffer is None or len(self.buffer) < b:
-                return
-            yield self.buffer[:b]
-            self.buffer = self.buffer[b:]
 
 
 # --- training -------------------------------------------------------------------------------
@@ -449,28 +309,3 @@ def _checkpoint(folder: Path, sae, opt, since_fired, tokens, steps, scale, batch
                 "tokens": tokens, "steps": steps, "scale": scale, "rng": batches.g.get_state()},
                folder / "trainer.pt")
 
-
-# --- live LM stream ---------------------------------------------------------------------------
-
-@torch.no_grad()
-def stream_activations(model, tokenizer, texts: Iterable[str], *, layer: int,
-                       batch_size: int = 8, max_length: int = 256, block=None) -> Iterator[Tensor]:
-    """Yield [n_real_tokens, d] outputs of decoder block `layer`, padding removed, one chunk
-    per batch of texts; the forward stops after that block."""
-    with hooks.capture(model, [layer], blocks=None if block is None else [block]) as grabbed:
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        tokenizer.padding_side = "right"
-        batch: list[str] = []
-        for text in list(texts) + [None]:
-            if text is not None:
-                batch.append(text)
-                if len(batch) < batch_size:
-                    continue
-            if not batch:
-                break
-            enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
-                            max_length=max_length)
-            hooks.forward(model, **enc)
-            yield grabbed[layer][enc["attention_mask"].bool()].float()
-            batch = []

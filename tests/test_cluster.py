@@ -177,6 +177,7 @@ def test_bad_vectors_raise_one_clear_error():
 def test_ward_on_normalised_vectors_finds_the_blocks():
     import numpy as np
     import pandas as pd
+
     from finsae import cluster as cl
     rng = np.random.default_rng(0)
     base = np.eye(3) * 5

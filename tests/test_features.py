@@ -9,14 +9,24 @@ import pytest
 
 from finsae.cli import main
 from finsae.data.errors import DataError, UnknownTickerError
-from finsae.features.company import (CompanyFeatures, TokenLatents, content_token_mask,
-                                     pool_latents, token_words)
+from finsae.features.company import (
+    CompanyFeatures,
+    TokenLatents,
+    content_token_mask,
+    pool_latents,
+    token_words,
+)
 from finsae.features.labels import latent_labels, short_label, to_html, to_json
 from finsae.features.lookup import similar
 from finsae.features.store import FeatureSet
-from finsae.similarity import (ablation_importance, contributions, distinctive_features,
-                               explain_pair, neighbours, within_similarity)
-
+from finsae.similarity import (
+    ablation_importance,
+    contributions,
+    distinctive_features,
+    explain_pair,
+    neighbours,
+    within_similarity,
+)
 
 # ----------------------------------------------------------------------------- synthetic data
 
@@ -310,8 +320,8 @@ def test_lookup_is_fast(feature_dir):
 def test_neighbours_share_gics_sector_far_more_than_chance():
     """The bundled SAE company features (top latents per company, from the chosen layer):
     the 10 nearest neighbours share the GICS sector far more often than random companies."""
-    from finsae.features.bundled import bundled_sae_vectors
     from finsae.data import load_companies
+    from finsae.features.bundled import bundled_sae_vectors
     V = bundled_sae_vectors()
     comp = load_companies()
     sector = comp["gics_sector"].reindex(V.index)
@@ -376,8 +386,8 @@ def test_sae_method_in_evaluate_and_backtest_registries():
     assert ctx.vectors("sae").shape[0] == len(universe)
     m = resolve("sae", ctx)
     assert m.partition.nunique() == ctx.k == 127
-    from finsae.pairs.compare import backtest_context
     from finsae.pairs.backtest import BacktestConfig
+    from finsae.pairs.compare import backtest_context
     part = resolve("sae", backtest_context(companies, prices, universe, BacktestConfig())
                    ).partition_at("2015-01-01", "2015-12-31")
     assert part.nunique() == 127 and set(part.index) == set(universe)

@@ -18,8 +18,15 @@ import pandas as pd
 import pytest
 import torch
 
-from finsae.hashing import (Hasher, bytes_digest, file_digest, file_stat_key, json_key,
-                            texts_digest, texts_key)
+from finsae.hashing import (
+    Hasher,
+    bytes_digest,
+    file_digest,
+    file_stat_key,
+    json_key,
+    texts_digest,
+    texts_key,
+)
 
 OBJ = {"b": [1, 2], "a": "x", "p": Path("/tmp/x"), "n": None, "f": 0.5}
 PAIRS = pd.Series(["alpha", "beta é"], index=["AAA", "BBB"])
@@ -112,6 +119,7 @@ def test_price_cache_name_pinned(tmp_path, monkeypatch):
 def test_minilm_cache_name_pinned(tmp_path, monkeypatch):
     """A cache file under the old name is found (and served) without running MiniLM."""
     import numpy as np
+
     from finsae.data.paths import cache_dir
     from finsae.features.baselines import minilm_embeddings
     from finsae.integrity import write_checksum

@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 
 from finsae.features.company import TokenLatents, content_token_mask
-from finsae.features.labels import (_auroc, context_labels, label_words, median_score,
-                                    split_companies, window_match)
+from finsae.features.labels import (
+    auroc,
+    context_labels,
+    label_words,
+    median_score,
+    split_companies,
+    window_match,
+)
 
 VOCAB = ("revenue customers markets segment services equipment software retail energy "
          "pipeline banking insurance wireless devices pharmaceutical drugs vehicles steel "
@@ -78,8 +84,8 @@ def test_label_is_deterministic_and_split_is_by_company(corpus):
 
 
 def test_auroc_and_window_match():
-    assert _auroc([1, 1], [0, 0]) == 1.0 and _auroc([0], [0]) == 0.5
-    assert _auroc([0, 1], [1, 0]) == 0.5
+    assert auroc([1, 1], [0, 0]) == 1.0 and auroc([0], [0]) == 0.5
+    assert auroc([0, 1], [1, 0]) == 0.5
     ph = label_words("data center / cloud")
     assert ph == [["data", "center"], ["cloud"]]
     assert window_match(ph, ["the", "data", "hub"]) == 0.5

@@ -3,14 +3,18 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+from synthetic_markets import cointegrated_market, write_market_files
 
 from finsae.data.errors import DataError
 from finsae.methods import EvalContext, resolve
-from finsae.pairs.backtest import (BacktestConfig, run_backtest, sharpe_difference,
-                                   walk_forward_periods)
+from finsae.pairs.backtest import (
+    BacktestConfig,
+    run_backtest,
+    sharpe_difference,
+    walk_forward_periods,
+)
 from finsae.pairs.select import SelectionConfig, candidate_pairs, select_pairs
 from finsae.pairs.strategy import StrategyConfig
-from synthetic_markets import cointegrated_market, write_market_files
 
 
 def MethodContext(companies, prices, universe, seed=0):

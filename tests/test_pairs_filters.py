@@ -7,13 +7,19 @@ import numpy as np
 import pandas as pd
 import pytest
 from statsmodels.stats.multitest import multipletests
+from synthetic_markets import cointegrated_market
 
 from finsae.pairs.backtest import BacktestConfig, run_backtest
-from finsae.pairs.select import (Neighbours, SelectionConfig, benjamini_hochberg,
-                                 candidate_pairs, filter_pairs, rank_pairs, select_pairs)
+from finsae.pairs.select import (
+    Neighbours,
+    SelectionConfig,
+    benjamini_hochberg,
+    candidate_pairs,
+    filter_pairs,
+    rank_pairs,
+    select_pairs,
+)
 from finsae.pairs.strategy import StrategyConfig
-
-from synthetic_markets import cointegrated_market
 
 F, TR = 120, 60
 

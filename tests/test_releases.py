@@ -17,8 +17,16 @@ from safetensors.torch import load_file
 
 from finsae.cli import main
 from finsae.data.errors import DataError
-from finsae.sae import (SAEConfig, build_sae, find_sae, load_sae, sae_block, save_gemmascope,
-                        save_saelens, save_sparsify)
+from finsae.sae import (
+    SAEConfig,
+    build_sae,
+    find_sae,
+    load_sae,
+    sae_block,
+    save_gemmascope,
+    save_saelens,
+    save_sparsify,
+)
 
 D, N_LAYERS = 64, 3
 COMPANIES = [
@@ -34,7 +42,9 @@ def _smollm2_tokenizer():
     """SmolLM2's tokenizer, from the offline SmolLM2 package's GGUF file (~4 s), or read from
     a verified dequantized copy in the user's model cache when there is one (read only)."""
     from pathlib import Path
+
     from transformers import AutoTokenizer
+
     from finsae.integrity import check_folder
     from finsae.lm.load import _known_gguf
     gguf = _known_gguf("smollm2-135m")
@@ -125,9 +135,9 @@ def _reference_vectors(model, csv, layer, latents_fn):
     from finsae.data import load_companies
     from finsae.features.build import doc_offsets, sae_company_vectors, token_strings
     from finsae.features.company import TokenLatents
-    from finsae.sae.metrics import massive_token_mask
     from finsae.lm import encode_texts, load_lm
     from finsae.lm.hooks import block
+    from finsae.sae.metrics import massive_token_mask
     lm = load_lm(str(model))
     companies = load_companies(str(csv))
     tickers = list(companies.index)

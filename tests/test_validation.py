@@ -358,6 +358,7 @@ def test_closed_pipe_ends_quietly(tmp_path):
 def test_no_torch_load_without_weights_only():
     import re
     from pathlib import Path
+
     import finsae
     root = Path(finsae.__file__).parent
     for f in root.rglob("*.py"):

@@ -32,8 +32,14 @@ import pandas as pd
 
 from ..data.errors import DataError
 from .meancorr_results import MeanCorrResult, average_results, compare
-from .protocol import (IN_SAMPLE, OUT_OF_SAMPLE, YEARS, select_fixed, select_rolling,
-                       threshold_scores)
+from .protocol import (
+    IN_SAMPLE,
+    OUT_OF_SAMPLE,
+    YEARS,
+    select_fixed,
+    select_rolling,
+    threshold_scores,
+)
 
 __all__ = ["IN_SAMPLE", "OUT_OF_SAMPLE", "YEARS", "MeanCorrResult", "ReturnPanel",
            "average_results", "compare", "for_year", "partition_codes", "screened_returns",

@@ -10,7 +10,6 @@ import pandas as pd
 
 from .protocol import IN_SAMPLE, OUT_OF_SAMPLE
 
-
 # ----------------------------------------------------------------------------- results
 
 @dataclass

@@ -90,6 +90,7 @@ def plot_cluster_sizes(resolved: dict, ctx, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from ..cluster import cluster_sizes
     names = list(resolved)
     ncol = min(4, len(names))

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
 from ..data.errors import DataError
 
 POOLINGS = ("sum", "mean", "max")
@@ -87,7 +88,9 @@ class TokenLatents:
 
     def csr(self, mask: np.ndarray | None = None):
         """Token x latent scipy CSR matrix (rows of masked-out tokens are empty)."""
-        from scipy import sparse  # lazy: the lookup path imports this module but never pools
+        from scipy import (
+            sparse,  # lazy: the lookup path imports this module but never pools
+        )
         n, k = self.indices.shape
         vals = self.values
         if mask is not None:
@@ -172,7 +175,7 @@ def content_token_mask(token_strings: Sequence[str], offsets: np.ndarray,
         name_words = set()
         if names is not None and isinstance(names[d], str):
             name_words = {w for w in re.findall(r"[a-z0-9]+", names[d].lower()) if len(w) > 1}
-        starts = [i for i in range(lo, hi) if _starts_word(token_strings, i, lo)] + [hi]
+        starts = [i for i in range(lo, hi) if starts_word(token_strings, i, lo)] + [hi]
         for s0, s1 in zip(starts[:-1], starts[1:]):
             word = "".join(token_strings[s0:s1]).strip().lower()
             keep[s0:s1] = (len(word) >= min_chars and word.isalpha()
@@ -187,14 +190,14 @@ def token_words(token_strings: Sequence[str], offsets: np.ndarray) -> list[str]:
     offsets = np.asarray(offsets, dtype=np.int64)
     for d in range(len(offsets) - 1):
         lo, hi = int(offsets[d]), int(offsets[d + 1])
-        starts = [i for i in range(lo, hi) if _starts_word(token_strings, i, lo)] + [hi]
+        starts = [i for i in range(lo, hi) if starts_word(token_strings, i, lo)] + [hi]
         for s0, s1 in zip(starts[:-1], starts[1:]):
             w = "".join(token_strings[s0:s1]).strip().lower()
             out[s0:s1] = [w] * (s1 - s0)
     return out
 
 
-def _starts_word(toks: Sequence[str], i: int, lo: int) -> bool:
+def starts_word(toks: Sequence[str], i: int, lo: int) -> bool:
     """Token i begins a new word: first of its document, leading whitespace, or either side of
     the boundary is not a letter/digit (so punctuation is its own "word")."""
     if i == lo or toks[i][:1].isspace() or not toks[i]:

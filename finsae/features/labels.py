@@ -30,9 +30,6 @@ __all__ = ["SORTS", "SPAN_LEFT", "SPAN_RIGHT", "auroc", "context_labels", "label
            "labels_map", "latent_labels", "median_score", "select_labels", "short_label",
            "split_companies", "to_html", "to_json", "window_match"]
 
-#: the former private name of `auroc` (kept importable from here)
-_auroc = auroc
-
 
 def _clean(tok: str) -> str:
     return tok.replace("\n", " ").strip().lower()
@@ -133,7 +130,7 @@ class _Words:
     """Word-level view of the token rows: word id per token, the words, their documents."""
 
     def __init__(self, token_strings, offsets, names=None, stop_words=None):
-        from .company import _starts_word
+        from .company import starts_word
         if stop_words is None:
             from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS as stop_words
         n = len(token_strings)
@@ -142,7 +139,7 @@ class _Words:
         words, wdoc, wstart = [], [], [0]
         for d in range(len(offsets) - 1):
             lo, hi = int(offsets[d]), int(offsets[d + 1])
-            starts = [i for i in range(lo, hi) if _starts_word(token_strings, i, lo)] + [hi]
+            starts = [i for i in range(lo, hi) if starts_word(token_strings, i, lo)] + [hi]
             for s0, s1 in zip(starts[:-1], starts[1:]):
                 wid[s0:s1] = len(words)
                 words.append("".join(token_strings[s0:s1]).strip().lower())

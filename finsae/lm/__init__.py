@@ -10,8 +10,8 @@ Convention: layer / block i means the output of decoder block i, which is
 """
 
 from .capture import CaptureConfig, cache_key, encode_texts, tokenize
-from .hooks import block, decoder_layers
 from .defaults import DEFAULT_LAYER, DEFAULT_MODEL
+from .hooks import block, decoder_layers
 from .load import KNOWN_MODELS, LM, fingerprint, load_lm
 from .store import ActivationStore, EncodeStats
 

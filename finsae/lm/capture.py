@@ -29,10 +29,17 @@ from .. import dist
 from ..data.paths import cache_dir
 from ..hashing import Hasher, texts_digest
 from ..integrity import report_damaged
-from .hooks import capture, forward
 from .defaults import DEFAULT_LAYER
+from .hooks import capture, forward
 from .load import LM
-from .store import FORMAT, ActivationStore, EncodeStats, read_shard, write_json, write_shard
+from .store import (
+    FORMAT,
+    ActivationStore,
+    EncodeStats,
+    read_shard,
+    write_json,
+    write_shard,
+)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from pathlib import Path
 from ..data.errors import DataError
 from .layouts import detect_layout, read_cfg
 
-
 _RESID_HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 
 

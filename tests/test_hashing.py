@@ -86,14 +86,14 @@ def test_hasher_algorithms():
 # ---- the call sites give the keys they gave before ---------------------------------------------
 
 def test_stage_key_pinned(tmp_path):
-    from finsae.stages import run_stage
+    from finsae.pipeline.stages import run_stage
     r = run_stage("demo", {"x": 1, "y": [1, 2]}, [],
                   lambda f: (f / "o.txt").write_text("hi"), root=tmp_path)
     assert r.key == "4c47604f840ad09d"
 
 
 def test_run_input_file_id_pinned(data_file):
-    from finsae.pipeline import _file_id
+    from finsae.pipeline.run import _file_id
     assert _file_id(str(data_file)) == FILE_SHA256[:16]
     assert _file_id(None) is None
 

@@ -18,15 +18,8 @@ import pandas as pd
 import pytest
 import torch
 
-from finsae.hashing import (
-    Hasher,
-    bytes_digest,
-    file_digest,
-    file_stat_key,
-    json_key,
-    texts_digest,
-    texts_key,
-)
+from finsae.hashing import (Hasher, bytes_digest, file_digest, file_stat_key, json_key,
+                            texts_digest, texts_key)
 
 OBJ = {"b": [1, 2], "a": "x", "p": Path("/tmp/x"), "n": None, "f": 0.5}
 PAIRS = pd.Series(["alpha", "beta é"], index=["AAA", "BBB"])

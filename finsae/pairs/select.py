@@ -43,13 +43,7 @@ import pandas as pd
 from ..similarity import Neighbours
 from .coint import engle_granger_both
 from .johansen import johansen
-from .spread_stats import (
-    half_life,
-    hurst_exponent,
-    mean_crossings,
-    ou_fit,
-    ssd_distance,
-)
+from .spread_stats import (half_life, hurst_exponent, mean_crossings, ou_fit, ssd_distance)
 
 Partition = pd.Series | Callable[[pd.Timestamp, pd.Timestamp], pd.Series]
 

@@ -10,16 +10,8 @@ sparsify-compatible files, Group-SAE layer groups and layer transfer.
 
 from ..lm.hooks import block as find_block  # the block finder, under its older name
 from .activations import Batches, load_activations, stream_activations
-from .architectures import (
-                            REGISTRY,
-                            BatchTopKSAE,
-                            ForwardOutput,
-                            JumpReLUSAE,
-                            ReLUSAE,
-                            SparseAutoencoder,
-                            TopKSAE,
-                            build_sae,
-)
+from .architectures import (REGISTRY, BatchTopKSAE, ForwardOutput, JumpReLUSAE, ReLUSAE,
+                            SparseAutoencoder, TopKSAE, build_sae)
 from .config import ARCHS, SAEConfig, TrainConfig, default_lr
 from .convert import save_gemmascope, save_saelens, save_sparsify
 from .group_train import group_tokens, train_group_sae, transfer_sae
@@ -28,15 +20,8 @@ from .io import load_sae, save_sae
 from .kernels import EncoderOutput
 from .layer_distance import AngularDistance, angular_distances, model_layer_distances
 from .layouts import detect_layout
-from .metrics import (
-                            ReconStats,
-                            ce_loss_score,
-                            evaluate_reconstruction,
-                            fvu,
-                            massive_token_mask,
-                            splice_metrics,
-                            splice_metrics_on_texts,
-)
+from .metrics import (ReconStats, ce_loss_score, evaluate_reconstruction, fvu, massive_token_mask,
+                      splice_metrics, splice_metrics_on_texts)
 from .release import find_sae, sae_block
 from .train import TrainResult, geometric_median, train_sae
 

@@ -11,13 +11,7 @@ from safetensors.torch import save_file
 from ..data.errors import DataError
 from .architectures import SparseAutoencoder
 from .config import SAEConfig
-from .layouts import (
-    CFG,
-    FINSAE_WEIGHTS,
-    GEMMASCOPE_PARAMS,
-    SAELENS_WEIGHTS,
-    read_weights,
-)
+from .layouts import (CFG, FINSAE_WEIGHTS, GEMMASCOPE_PARAMS, SAELENS_WEIGHTS, read_weights)
 
 
 def read_saelens(folder: Path, cfg: dict):

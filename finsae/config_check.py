@@ -128,13 +128,11 @@ def year_pair(value, where: str, *, path=None) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------ finsae run
-#: vectors every `finsae run` feature stage provides (finsae.features.store.METHODS)
-RUN_VECTORS = ("sae", "embedding", "hidden", "tfidf")
-
-
 def _evaluate_method_known(name: str) -> bool:
+    """Known to the registry, or vectors every `finsae run` feature stage provides."""
+    from .features.store import METHODS
     from .methods import is_known
-    return is_known(name, RUN_VECTORS)
+    return is_known(name, METHODS)
 
 
 def check_run_config(cfg, path=None):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from ..data.errors import DataError
-from ..features.lookup import METHODS, LookupConfig, load_features, similar
+from ..features.lookup import LookupConfig, load_features, similar
+from ..features.store import METHODS
 from .common import feature_inputs
 from .options import add_dataclass_flags
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: what `similar` compares by default and how it explains (`finsae similar` flags)
-METHODS = ("sae", "embedding", "hidden", "tfidf")
-
 
 @dataclass
 class LookupConfig:

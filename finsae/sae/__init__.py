@@ -1,5 +1,5 @@
 """Sparse autoencoders: architectures, fast training, the standard metrics, SAELens- and
-sparsify-compatible files, Group-SAE layer groups and layer transfer.
+sparsify-compatible files (checked against the real libraries, see tests/test_interop.py), Group-SAE layer groups and layer transfer.
 
     from finsae.sae import SAEConfig, TrainConfig, train_sae, load_sae, evaluate_reconstruction
     res = train_sae("acts.safetensors", SAEConfig(d_in=576, d_sae=4608, k=32),
@@ -25,6 +25,7 @@ from .convert import save_gemmascope, save_saelens, save_sparsify
 from .group_train import group_tokens, train_group_sae, transfer_sae
 from .grouping import GroupingResult, amad, choose_groups, cluster_layers, even_groups
 from .io import load_sae, save_sae
+from .matryoshka import MatryoshkaBatchTopKSAE
 from .kernels import EncoderOutput
 from .layer_distance import AngularDistance, angular_distances, model_layer_distances
 from .layouts import detect_layout
@@ -42,7 +43,7 @@ from .train import TrainResult, geometric_median, train_sae
 
 __all__ = [
     "ARCHS", "REGISTRY", "AngularDistance", "BatchTopKSAE", "Batches", "EncoderOutput",
-    "ForwardOutput", "GroupingResult", "JumpReLUSAE", "ReLUSAE", "ReconStats", "SAEConfig",
+    "ForwardOutput", "GroupingResult", "JumpReLUSAE", "MatryoshkaBatchTopKSAE", "ReLUSAE", "ReconStats", "SAEConfig",
     "SparseAutoencoder", "TopKSAE", "TrainConfig", "TrainResult", "amad", "angular_distances",
     "build_sae", "ce_loss_score", "choose_groups", "cluster_layers", "default_lr",
     "detect_layout", "evaluate_reconstruction", "even_groups", "find_block", "find_sae", "fvu",

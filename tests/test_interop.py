@@ -257,3 +257,14 @@ def test_matryoshka_loss_is_the_sum_of_prefix_fvus():
     assert float(o.loss.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
     full = (x - sae.decode(z)).pow(2).sum() / tv
     assert float(o.fvu.detach()) == pytest.approx(float(full.detach()), rel=1e-5)
+
+
+def test_saelens_pre6_hook_point_gives_the_layer(tmp_path):
+    save_saelens(_random("relu"), tmp_path / "s")
+    cfg = json.loads((tmp_path / "s" / "cfg.json").read_text())
+    cfg.pop("metadata")
+    cfg.update(hook_point="blocks.7.hook_resid_pre", model_name="old-model")
+    (tmp_path / "s" / "cfg.json").write_text(json.dumps(cfg))
+    meta = load_sae(tmp_path / "s").cfg.meta
+    assert meta["hook_name"] == "blocks.7.hook_resid_pre" and meta["layer"] == 6
+    assert meta["model_name"] == "old-model" and sae_block(tmp_path / "s") == 6

@@ -42,6 +42,8 @@ def read_saelens(folder: Path, cfg: dict):
     option finsae cannot reproduce exactly."""
     meta = dict(cfg.get("metadata") or {})
     info = {**meta, **cfg}
+    if info.get("hook_name") is None and cfg.get("hook_point") is not None:
+        info["hook_name"] = cfg["hook_point"]      # SAELens < 6 spelling
     arch = str(cfg.get("architecture", "standard")).lower()
     act = str(cfg.get("activation_fn", cfg.get("activation_fn_str", "relu"))).lower()
     kwargs = cfg.get("activation_fn_kwargs") or {}

@@ -87,7 +87,7 @@ class Hasher:
 
 def json_key(obj, length: int = 16) -> str:
     """Key of a JSON-able object such as a settings dict (keys sorted, other values as str):
-    SHA-256, 16 hex digits. Stage keys (`finsae.stages`), feature caches, run inputs."""
+    SHA-256, 16 hex digits. Stage keys (`finsae.pipeline.stages`), feature caches, run inputs."""
     return Hasher().json(obj).hex(length)
 
 

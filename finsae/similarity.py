@@ -9,6 +9,7 @@ j's share is u_j v_j / (|u| |v|) and the shares sum exactly to the cosine.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -233,3 +234,34 @@ def ablation_importance(vectors: pd.DataFrame, members: Iterable[str], top: int 
     ids = vectors.columns[cand[order]]
     return pd.DataFrame({"id": list(ids), "label": [(labels or {}).get(_key(j), "") for j in ids],
                          "drop": drops[order], "within_similarity": base})
+
+
+@dataclass
+class Neighbours:
+    """Candidates from similarity instead of clusters: each eligible company with its `k`
+    nearest eligible companies by cosine similarity of `vectors` (rows = tickers); the pair
+    (a, b) is a candidate when either is among the other's k nearest. Neighbours are found
+    among the tickers eligible in the formation window, so every company keeps k candidates."""
+
+    vectors: pd.DataFrame
+    k: int = 5
+
+    def pairs(self, tickers=None) -> list[tuple[str, str]]:
+        V = self.vectors
+        if tickers is not None:
+            V = V.loc[V.index.intersection(pd.Index(sorted(set(tickers))))]
+        V = V.sort_index()
+        n = len(V)
+        if n < 2:
+            return []
+        X = V.to_numpy(dtype=float)
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        X = X / np.where(norms == 0, 1.0, norms)
+        sim = X @ X.T
+        np.fill_diagonal(sim, -np.inf)
+        k = min(self.k, n - 1)
+        # stable order: similarity, then ticker order (ties broken deterministically)
+        nn = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        names = V.index.to_numpy()
+        out = {tuple(sorted((names[i], names[j]))) for i in range(n) for j in nn[i]}
+        return sorted(out)

@@ -9,21 +9,9 @@ import pandas as pd
 import pytest
 
 from finsae.cli import main
-from finsae.data import (
-    DataError,
-    UnknownTickerError,
-    evaluation_universe,
-    fetch_yfinance,
-    load_companies,
-    load_corpus,
-    load_prices,
-    log_returns,
-    partition,
-    read_price_file,
-    require_tickers,
-    screen_returns,
-    sp500_members,
-)
+from finsae.data import (DataError, UnknownTickerError, evaluation_universe, fetch_yfinance,
+                         load_companies, load_corpus, load_prices, log_returns, partition,
+                         read_price_file, require_tickers, screen_returns, sp500_members)
 from finsae.data.classifications import sic_division
 from finsae.data.returns import clean_prices
 

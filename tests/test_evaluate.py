@@ -8,14 +8,8 @@ import pytest
 from finsae import cluster as cl
 from finsae import methods as M
 from finsae.data.errors import DataError
-from finsae.evaluate import (
-    ReturnPanel,
-    average_results,
-    compare,
-    select_fixed,
-    select_rolling,
-    threshold_scores,
-)
+from finsae.evaluate import (ReturnPanel, average_results, compare, select_fixed, select_rolling,
+                             threshold_scores)
 
 # two centred, orthogonal 12-month patterns: exact correlations 1 (same pattern) and 0
 F1 = np.tile([1.0, -1.0], 6)

@@ -335,7 +335,7 @@ def test_feature_build_rebuilds_a_damaged_cache(tmp_path, tokenizer, capsys):
 # ------------------------------------------------------------------------------- stages
 @pytest.mark.parametrize("how", DAMAGES)
 def test_stage_damage_detected_and_rerun(tmp_path, capsys, how):
-    from finsae.stages import run_stage
+    from finsae.pipeline.stages import run_stage
     calls = []
 
     def fn(folder):
@@ -354,7 +354,7 @@ def test_stage_damage_detected_and_rerun(tmp_path, capsys, how):
 
 
 def test_failed_stage_leaves_no_tmp_folder(tmp_path):
-    from finsae.stages import run_stage
+    from finsae.pipeline.stages import run_stage
 
     def boom(folder):
         (folder / "partial").write_text("x")

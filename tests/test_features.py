@@ -9,24 +9,13 @@ import pytest
 
 from finsae.cli import main
 from finsae.data.errors import DataError, UnknownTickerError
-from finsae.features.company import (
-    CompanyFeatures,
-    TokenLatents,
-    content_token_mask,
-    pool_latents,
-    token_words,
-)
+from finsae.features.company import (CompanyFeatures, TokenLatents, content_token_mask,
+                                     pool_latents, token_words)
 from finsae.features.labels import latent_labels, short_label, to_html, to_json
 from finsae.features.lookup import similar
 from finsae.features.store import FeatureSet
-from finsae.similarity import (
-    ablation_importance,
-    contributions,
-    distinctive_features,
-    explain_pair,
-    neighbours,
-    within_similarity,
-)
+from finsae.similarity import (ablation_importance, contributions, distinctive_features,
+                               explain_pair, neighbours, within_similarity)
 
 # ----------------------------------------------------------------------------- synthetic data
 

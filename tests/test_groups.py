@@ -7,13 +7,7 @@ import pytest
 import torch
 from tiny_models import bpe_tokenizer, tiny_llama
 
-from finsae.sae.grouping import (
-    amad,
-    choose_groups,
-    cluster_layers,
-    even_groups,
-    is_contiguous,
-)
+from finsae.sae.grouping import (amad, choose_groups, cluster_layers, even_groups, is_contiguous)
 from finsae.sae.layer_distance import AngularDistance, angular_distances
 
 

@@ -18,15 +18,8 @@ import pandas as pd
 import pytest
 import torch
 
-from finsae.hashing import (
-    Hasher,
-    bytes_digest,
-    file_digest,
-    file_stat_key,
-    json_key,
-    texts_digest,
-    texts_key,
-)
+from finsae.hashing import (Hasher, bytes_digest, file_digest, file_stat_key, json_key,
+                            texts_digest, texts_key)
 
 OBJ = {"b": [1, 2], "a": "x", "p": Path("/tmp/x"), "n": None, "f": 0.5}
 PAIRS = pd.Series(["alpha", "beta é"], index=["AAA", "BBB"])
@@ -86,14 +79,14 @@ def test_hasher_algorithms():
 # ---- the call sites give the keys they gave before ---------------------------------------------
 
 def test_stage_key_pinned(tmp_path):
-    from finsae.stages import run_stage
+    from finsae.pipeline.stages import run_stage
     r = run_stage("demo", {"x": 1, "y": [1, 2]}, [],
                   lambda f: (f / "o.txt").write_text("hi"), root=tmp_path)
     assert r.key == "4c47604f840ad09d"
 
 
 def test_run_input_file_id_pinned(data_file):
-    from finsae.pipeline import _file_id
+    from finsae.pipeline.run import _file_id
     assert _file_id(str(data_file)) == FILE_SHA256[:16]
     assert _file_id(None) is None
 

@@ -148,7 +148,8 @@ def test_saved_folders_for_the_libraries(tmp_path):
         if name.startswith("saelens_"):
             cfg = json.loads((folder / "cfg.json").read_text())
             md = cfg["metadata"]
-            assert md["hook_name"] == "blocks.5.hook_resid_post" and md["model_name"] == "tiny-model"
+            assert md["hook_name"] == "blocks.5.hook_resid_post"
+            assert md["model_name"] == "tiny-model"
             assert md["sae_lens_version"] >= "6"
             assert sae_block(folder) == 5
             want = {"relu": "standard", "topk": "topk"}.get(sae.cfg.arch, "jumprelu")

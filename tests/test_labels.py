@@ -4,14 +4,8 @@ import numpy as np
 import pytest
 
 from finsae.features.company import TokenLatents, content_token_mask
-from finsae.features.labels import (
-    auroc,
-    context_labels,
-    label_words,
-    median_score,
-    split_companies,
-    window_match,
-)
+from finsae.features.labels import (auroc, context_labels, label_words, median_score,
+                                    split_companies, window_match)
 
 VOCAB = ("revenue customers markets segment services equipment software retail energy "
          "pipeline banking insurance wireless devices pharmaceutical drugs vehicles steel "

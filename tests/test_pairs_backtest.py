@@ -7,12 +7,8 @@ from synthetic_markets import cointegrated_market, write_market_files
 
 from finsae.data.errors import DataError
 from finsae.methods import EvalContext, resolve
-from finsae.pairs.backtest import (
-    BacktestConfig,
-    run_backtest,
-    sharpe_difference,
-    walk_forward_periods,
-)
+from finsae.pairs.backtest import (BacktestConfig, run_backtest, sharpe_difference,
+                                   walk_forward_periods)
 from finsae.pairs.select import SelectionConfig, candidate_pairs, select_pairs
 from finsae.pairs.strategy import StrategyConfig
 

@@ -5,12 +5,8 @@ import pytest
 from statsmodels.tsa.adfvalues import mackinnonp
 from statsmodels.tsa.stattools import coint
 
-from finsae.pairs.coint import (
-    default_maxlag,
-    engle_granger,
-    engle_granger_both,
-    mackinnon_pvalue,
-)
+from finsae.pairs.coint import (default_maxlag, engle_granger, engle_granger_both,
+                                mackinnon_pvalue)
 from finsae.pairs.spread_stats import half_life, hurst_exponent
 
 

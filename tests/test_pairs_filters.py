@@ -10,15 +10,8 @@ from statsmodels.stats.multitest import multipletests
 from synthetic_markets import cointegrated_market
 
 from finsae.pairs.backtest import BacktestConfig, run_backtest
-from finsae.pairs.select import (
-    Neighbours,
-    SelectionConfig,
-    benjamini_hochberg,
-    candidate_pairs,
-    filter_pairs,
-    rank_pairs,
-    select_pairs,
-)
+from finsae.pairs.select import (Neighbours, SelectionConfig, benjamini_hochberg, candidate_pairs,
+                                 filter_pairs, rank_pairs, select_pairs)
 from finsae.pairs.strategy import StrategyConfig
 
 F, TR = 120, 60

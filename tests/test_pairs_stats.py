@@ -9,13 +9,8 @@ import pytest
 from synthetic_markets import cointegrated_market, write_market_files
 
 from finsae.methods import EvalContext, resolve
-from finsae.pairs.backtest import (
-    BacktestConfig,
-    bootstrap_sharpe,
-    combine_seeds,
-    run_backtest,
-    stationary_bootstrap_indices,
-)
+from finsae.pairs.backtest import (BacktestConfig, bootstrap_sharpe, combine_seeds, run_backtest,
+                                   stationary_bootstrap_indices)
 from finsae.pairs.select import SelectionConfig
 from finsae.pairs.tearsheet import rolling_sharpe, tear_sheet, trade_stats
 

@@ -17,16 +17,8 @@ from safetensors.torch import load_file
 
 from finsae.cli import main
 from finsae.data.errors import DataError
-from finsae.sae import (
-    SAEConfig,
-    build_sae,
-    find_sae,
-    load_sae,
-    sae_block,
-    save_gemmascope,
-    save_saelens,
-    save_sparsify,
-)
+from finsae.sae import (SAEConfig, build_sae, find_sae, load_sae, sae_block, save_gemmascope,
+                        save_saelens, save_sparsify)
 
 D, N_LAYERS = 64, 3
 COMPANIES = [

@@ -7,16 +7,8 @@ import torch
 from safetensors.torch import save_file
 
 from finsae.data.errors import DataError
-from finsae.sae import (
-    REGISTRY,
-    SAEConfig,
-    build_sae,
-    detect_layout,
-    load_sae,
-    save_sae,
-    save_saelens,
-    save_sparsify,
-)
+from finsae.sae import (REGISTRY, SAEConfig, build_sae, detect_layout, load_sae, save_sae,
+                        save_saelens, save_sparsify)
 from finsae.sae.kernels import decode, topk_sae, topk_select
 
 

@@ -7,16 +7,8 @@ import pytest
 import torch
 
 from finsae.data.errors import DataError
-from finsae.sae import (
-    ReconStats,
-    SAEConfig,
-    build_sae,
-    ce_loss_score,
-    evaluate_reconstruction,
-    fvu,
-    massive_token_mask,
-    splice_metrics,
-)
+from finsae.sae import (ReconStats, SAEConfig, build_sae, ce_loss_score, evaluate_reconstruction,
+                        fvu, massive_token_mask, splice_metrics)
 
 
 def test_fvu_by_hand():

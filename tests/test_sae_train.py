@@ -8,18 +8,9 @@ from safetensors.torch import save_file
 
 from finsae.cli import main
 from finsae.data.errors import DataError
-from finsae.sae import (
-    Batches,
-    SAEConfig,
-    TrainConfig,
-    default_lr,
-    evaluate_reconstruction,
-    geometric_median,
-    load_activations,
-    load_sae,
-    stream_activations,
-    train_sae,
-)
+from finsae.sae import (Batches, SAEConfig, TrainConfig, default_lr, evaluate_reconstruction,
+                        geometric_median, load_activations, load_sae, stream_activations,
+                        train_sae)
 
 
 def _acts(n=12000, d=16, n_feat=40, seed=0):

@@ -3,8 +3,8 @@ import json
 import pandas as pd
 
 from finsae.hashing import json_key
+from finsae.pipeline.stages import run_stage
 from finsae.report.html import table_html, write_report
-from finsae.stages import run_stage
 
 
 def test_stage_cache_reruns_only_what_changed(tmp_path):

@@ -11,14 +11,8 @@
 from .meancorr import ReturnPanel, screened_returns
 from .meancorr_results import MeanCorrResult, average_results, compare
 from .peers import HIERARCHIES, KNN, METRICS, PeerPanel, PeerResult, hierarchy_of
-from .protocol import (
-                       IN_SAMPLE,
-                       OUT_OF_SAMPLE,
-                       YEARS,
-                       select_fixed,
-                       select_rolling,
-                       threshold_scores,
-)
+from .protocol import (IN_SAMPLE, OUT_OF_SAMPLE, YEARS, select_fixed, select_rolling,
+                       threshold_scores)
 
 __all__ = ["IN_SAMPLE", "OUT_OF_SAMPLE", "YEARS", "MeanCorrResult", "ReturnPanel",
            "average_results", "compare", "screened_returns", "select_fixed", "select_rolling",

@@ -20,7 +20,7 @@ with a one-hot matrix product, so a method over 20 years takes a few millisecond
 
 The results (`MeanCorrResult`, `average_results`, `compare`) live in
 `finsae.evaluate.meancorr_results`, the years and the threshold selection in
-`finsae.evaluate.protocol` (all re-exported here).
+`finsae.evaluate.protocol`.
 """
 
 from __future__ import annotations
@@ -31,19 +31,9 @@ import numpy as np
 import pandas as pd
 
 from ..data.errors import DataError
-from .meancorr_results import MeanCorrResult, average_results, compare
-from .protocol import (
-    IN_SAMPLE,
-    OUT_OF_SAMPLE,
-    YEARS,
-    select_fixed,
-    select_rolling,
-    threshold_scores,
-)
+from .meancorr_results import MeanCorrResult
+from .protocol import IN_SAMPLE, OUT_OF_SAMPLE, YEARS
 
-__all__ = ["IN_SAMPLE", "OUT_OF_SAMPLE", "YEARS", "MeanCorrResult", "ReturnPanel",
-           "average_results", "compare", "for_year", "partition_codes", "screened_returns",
-           "select_fixed", "select_rolling", "threshold_scores", "universe_of"]
 
 
 # ----------------------------------------------------------------------------- returns panel

@@ -15,15 +15,8 @@ import pandas as pd
 from ..data.errors import DataError
 from ..integrity import check_folder, report_damaged
 from ..lm.defaults import DEFAULT_LAYER, DEFAULT_MODEL
-from .company import (
-    DEFAULT_CONTENT_ONLY,
-    DEFAULT_FEATURES,
-    DEFAULT_POOLING,
-    CompanyFeatures,
-    TokenLatents,
-    content_token_mask,
-    pool_latents,
-)
+from .company import (DEFAULT_CONTENT_ONLY, DEFAULT_FEATURES, DEFAULT_POOLING, CompanyFeatures,
+                      TokenLatents, content_token_mask, pool_latents)
 
 #: what `finsae features build` uses unless told otherwise (chosen on 2001-2010, see
 #: experiments/results/search.md)

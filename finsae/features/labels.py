@@ -55,6 +55,33 @@ def _example(tl, token_strings, doc, r: int, value: float, context: int) -> dict
             "activation": round(value, 4)}
 
 
+def _firing(M, latents=None):
+    """(latent, token rows, values, order strongest first) for each latent of the CSC token x
+    latent matrix `M` that fires (or each of `latents`)."""
+    ids = np.flatnonzero(np.diff(M.indptr)) if latents is None else np.asarray(latents, dtype=int)
+    for j in ids:
+        j = int(j)
+        lo, hi = M.indptr[j], M.indptr[j + 1]
+        rows, vals = M.indices[lo:hi], M.data[lo:hi]
+        yield j, rows, vals, np.argsort(-vals, kind="stable")
+
+
+def _top_companies(P, cols, j, tickers, names, n_companies):
+    """(the `n_companies` companies where latent j's pooled value is largest, with names and
+    values; the share of companies where it fires; how many companies that is)."""
+    if j not in cols:
+        return [], 0.0, 0
+    col = P[:, cols[j]]
+    companies = []
+    for i in np.argsort(-col, kind="stable")[:n_companies]:
+        if col[i] <= 0:
+            break
+        t = str(tickers[i])
+        companies.append({"ticker": t, "name": str((names or {}).get(t, "")),
+                          "value": round(float(col[i]), 4)})
+    return companies, float((col > 0).mean()), int((col > 0).sum())
+
+
 def latent_labels(tl: TokenLatents, token_strings: Sequence[str], *,
                   pooled: pd.DataFrame | None = None, names: Mapping | None = None,
                   latents: Sequence[int] | None = None, n_examples: int = 10,
@@ -80,13 +107,8 @@ def latent_labels(tl: TokenLatents, token_strings: Sequence[str], *,
         pooled = pool_latents(tl, "sum")
     P = pooled.to_numpy(dtype=float)
     cols = {int(c): i for i, c in enumerate(pooled.columns)}
-    ids = np.flatnonzero(np.diff(M.indptr)) if latents is None else np.asarray(latents, dtype=int)
     out: dict[int, dict] = {}
-    for j in ids:
-        j = int(j)
-        lo, hi = M.indptr[j], M.indptr[j + 1]
-        rows, vals = M.indices[lo:hi], M.data[lo:hi]
-        order = np.argsort(-vals, kind="stable")
+    for j, rows, vals, order in _firing(M, latents):
         # strongest token per document first, so one company cannot fill the whole label
         seen, picked = set(), []
         for o in order:
@@ -99,16 +121,7 @@ def latent_labels(tl: TokenLatents, token_strings: Sequence[str], *,
         label = short_label([(words or token_strings)[rows[o]] for o in picked])
         examples = [_example(tl, token_strings, doc, int(rows[o]), float(vals[o]), context)
                     for o in picked[:n_examples]]
-        companies, doc_freq = [], 0.0
-        if j in cols:
-            col = P[:, cols[j]]
-            doc_freq = float((col > 0).mean())
-            for i in np.argsort(-col, kind="stable")[:n_companies]:
-                if col[i] <= 0:
-                    break
-                t = str(pooled.index[i])
-                companies.append({"ticker": t, "name": str((names or {}).get(t, "")),
-                                  "value": round(float(col[i]), 4)})
+        companies, doc_freq, _ = _top_companies(P, cols, j, pooled.index, names, n_companies)
         out[j] = {"label": label, "examples": examples, "companies": companies,
                   "doc_freq": round(doc_freq, 4)}
     return out
@@ -259,13 +272,8 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
             idf[p] = np.sqrt(np.log((1 + n_docs) / (1 + df.get(p, 0))) + 1.0)
         return bonus[p.count(" ") + 1] * idf[p]
 
-    ids = np.flatnonzero(np.diff(M.indptr)) if latents is None else np.asarray(latents, dtype=int)
     out: dict[int, dict] = {}
-    for j in ids:
-        j = int(j)
-        lo, hi = M.indptr[j], M.indptr[j + 1]
-        rows, vals = M.indices[lo:hi], M.data[lo:hi]
-        order = np.argsort(-vals, kind="stable")
+    for j, rows, vals, order in _firing(M, latents):
         # strongest token per company, label-making half and held-out half apart
         seen, mk, held, best = set(), [], [], []
         for o in order:
@@ -332,17 +340,8 @@ def context_labels(tl: TokenLatents, token_strings: Sequence[str], *,
         contexts = [{"ticker": str(tl.tickers[doc[rows[o]]]),
                      "text": W.text(int(W.wid[rows[o]])),
                      "activation": round(float(vals[o]), 4)} for o in best[:n_contexts]]
-        companies, doc_freq, n_comp = [], 0.0, 0
-        if j in cols:
-            col = P[:, cols[j]]
-            n_comp = int((col > 0).sum())
-            doc_freq = float((col > 0).mean())
-            for i in np.argsort(-col, kind="stable")[:n_companies]:
-                if col[i] <= 0:
-                    break
-                t = str(pooled.index[i])
-                companies.append({"ticker": t, "name": str((names or {}).get(t, "")),
-                                  "value": round(float(col[i]), 4)})
+        companies, doc_freq, n_comp = _top_companies(P, cols, j, pooled.index, names,
+                                                     n_companies)
         out[j] = {"label": label, "label_kind": kind, "score": score, "score_n": n_used,
                   "doc_freq": round(doc_freq, 4), "n_companies": n_comp,
                   "companies": companies, "contexts": contexts, "examples": examples}

@@ -32,14 +32,7 @@ from ..integrity import report_damaged
 from .defaults import DEFAULT_LAYER
 from .hooks import capture, forward
 from .load import LM
-from .store import (
-    FORMAT,
-    ActivationStore,
-    EncodeStats,
-    read_shard,
-    write_json,
-    write_shard,
-)
+from .store import (FORMAT, ActivationStore, EncodeStats, read_shard, write_json, write_shard)
 
 
 @dataclass(frozen=True)

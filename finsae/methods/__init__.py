@@ -9,21 +9,8 @@
 
 from .context import DEFAULT_METHODS, EvalContext, EvaluateConfig, year_range
 from .evaluation import BASELINE, Evaluation, evaluate_methods, peer_score, score
-from .registry import (
-                       ALIASES,
-                       CLASSIFICATIONS,
-                       KNN_PAIRS,
-                       PARTITIONS,
-                       SUFFIXES,
-                       VECTORS,
-                       Method,
-                       canonical,
-                       describe,
-                       is_known,
-                       known_methods,
-                       resolve,
-                       supervised,
-)
+from .registry import (ALIASES, CLASSIFICATIONS, KNN_PAIRS, PARTITIONS, SUFFIXES, VECTORS, Method,
+                       canonical, describe, is_known, known_methods, resolve, supervised)
 
 __all__ = ["DEFAULT_METHODS", "EvalContext", "EvaluateConfig", "year_range", "BASELINE",
            "Evaluation", "evaluate_methods", "peer_score", "score", "ALIASES",

@@ -284,7 +284,7 @@ def _resolve(name: str, ctx: EvalContext) -> Method:
                               {"algorithm": "kmeans", "k": ctx.k, "seed": ctx.seed},
                               vectors=base)
             if suffix == "_knn":
-                from ..pairs.select import Neighbours
+                from ..similarity import Neighbours
                 return Method(name, Neighbours(ctx.vectors(base), KNN_PAIRS),
                               {"algorithm": "nearest neighbours", "k": KNN_PAIRS,
                                "metric": "cosine"}, vectors=base)

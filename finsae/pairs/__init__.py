@@ -23,33 +23,15 @@ formation window, and dynamic hedges from prices up to each day (tests in
 tests/test_pairs_backtest.py, tests/test_pairs_filters.py, tests/test_pairs_models.py).
 """
 
-from .backtest import (
-                       BacktestConfig,
-                       BacktestResult,
-                       bootstrap_sharpe,
-                       combine_seeds,
-                       run_backtest,
-                       sharpe_difference,
-)
+from .backtest import (BacktestConfig, BacktestResult, bootstrap_sharpe, combine_seeds,
+                       run_backtest, sharpe_difference)
 from .coint import engle_granger, engle_granger_both
 from .compare import BacktestReport, backtest_methods
 from .johansen import johansen
-from .select import (
-                       Neighbours,
-                       SelectionConfig,
-                       benjamini_hochberg,
-                       filter_pairs,
-                       partition_at,
-                       select_pairs,
-)
+from .select import (Neighbours, SelectionConfig, benjamini_hochberg, filter_pairs, partition_at,
+                     select_pairs)
 from .settings import BacktestSettings
-from .spread_stats import (
-                       half_life,
-                       hurst_exponent,
-                       mean_crossings,
-                       ou_fit,
-                       ssd_distance,
-)
+from .spread_stats import half_life, hurst_exponent, mean_crossings, ou_fit, ssd_distance
 from .strategy import StrategyConfig, pair_positions
 
 __all__ = ["BacktestConfig", "BacktestReport", "BacktestResult", "BacktestSettings",

@@ -40,14 +40,8 @@ from .inference import (  # noqa: F401
     sharpe_difference,
     stationary_bootstrap_indices,
 )
-from .select import (
-    Partition,
-    SelectionConfig,
-    candidate_pairs,
-    partition_at,
-    rank_pairs,
-    test_pairs,
-)
+from .select import (Partition, SelectionConfig, candidate_pairs, partition_at, rank_pairs,
+                     test_pairs)
 from .strategy import StrategyConfig, leg_orders, pair_positions, spread_zscore
 
 

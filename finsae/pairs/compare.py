@@ -12,12 +12,7 @@ import numpy as np
 from ..data.errors import DataError
 from ..jsonable import jsonable
 from .backtest import BacktestConfig
-from .settings import (
-    SURVIVORSHIP_NOTE,
-    BacktestSettings,
-    check_history,
-    not_walk_forward,
-)
+from .settings import (SURVIVORSHIP_NOTE, BacktestSettings, check_history, not_walk_forward)
 
 
 def backtest_context(companies, prices, universe, config: BacktestConfig, *, seed: int = 0,

@@ -59,8 +59,9 @@ def write_html(folder: Path, summary: dict, metrics, filters) -> Path:
     equity plot and every tear sheet (self-contained, opens offline)."""
     import pandas as pd
 
-    from finsae.report.build import tear_sheets
     from finsae.report.html import figure_html, paragraph, table_html, write_report
+
+    from ..report.html import tear_sheets
     per = summary.get("methods", {})
     rows = {}
     for m, d in per.items():

@@ -40,15 +40,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..similarity import Neighbours
 from .coint import engle_granger_both
 from .johansen import johansen
-from .spread_stats import (
-    half_life,
-    hurst_exponent,
-    mean_crossings,
-    ou_fit,
-    ssd_distance,
-)
+from .spread_stats import (half_life, hurst_exponent, mean_crossings, ou_fit, ssd_distance)
 
 Partition = pd.Series | Callable[[pd.Timestamp, pd.Timestamp], pd.Series]
 
@@ -67,37 +62,6 @@ def partition_at(partition, start, end):
     if not isinstance(part, pd.Series):
         raise TypeError(f"a partition must be a pd.Series ticker -> label, got {type(part)}")
     return part.dropna()
-
-
-@dataclass
-class Neighbours:
-    """Candidates from similarity instead of clusters: each eligible company with its `k`
-    nearest eligible companies by cosine similarity of `vectors` (rows = tickers); the pair
-    (a, b) is a candidate when either is among the other's k nearest. Neighbours are found
-    among the tickers eligible in the formation window, so every company keeps k candidates."""
-
-    vectors: pd.DataFrame
-    k: int = 5
-
-    def pairs(self, tickers=None) -> list[tuple[str, str]]:
-        V = self.vectors
-        if tickers is not None:
-            V = V.loc[V.index.intersection(pd.Index(sorted(set(tickers))))]
-        V = V.sort_index()
-        n = len(V)
-        if n < 2:
-            return []
-        X = V.to_numpy(dtype=float)
-        norms = np.linalg.norm(X, axis=1, keepdims=True)
-        X = X / np.where(norms == 0, 1.0, norms)
-        sim = X @ X.T
-        np.fill_diagonal(sim, -np.inf)
-        k = min(self.k, n - 1)
-        # stable order: similarity, then ticker order (ties broken deterministically)
-        nn = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-        names = V.index.to_numpy()
-        out = {tuple(sorted((names[i], names[j]))) for i in range(n) for j in nn[i]}
-        return sorted(out)
 
 
 def candidate_pairs(partition, tickers=None) -> list[tuple[str, str]]:

@@ -1,1 +1,2 @@
-"""Figures and the self-contained HTML report."""
+"""Self-contained HTML reports (`html`): tables and PNG figures inlined, used by the run report
+(`finsae.pipeline.report`) and the backtest report (`finsae.pairs.report`)."""

@@ -53,3 +53,12 @@ def write_report(path: str | Path, title: str, sections: list[tuple[str, list[st
 def paragraph(text: str, cls: str = "") -> str:
     c = f" class='{cls}'" if cls else ""
     return f"<p{c}>{html.escape(text)}</p>"
+
+
+def tear_sheets(out: Path, prefix: str = "tearsheet_") -> list[str]:
+    """One figure per strategy's tear sheet PNG in `out` (equity, drawdown, rolling Sharpe,
+    trade statistics), in name order."""
+    pngs = sorted(Path(out).glob(f"{prefix}*.png"))
+    if not pngs:
+        return [paragraph("(no tear sheets produced)", "note")]
+    return [figure_html(p, p.stem[len(prefix):]) for p in pngs]

@@ -33,25 +33,10 @@ from safetensors.torch import save_file
 from ..data.errors import DataError
 from .architectures import SparseAutoencoder, build_sae
 from .config import SAEConfig
-from .convert import (
-    read_gemmascope,
-    read_saelens,
-    read_sparsify,
-    save_gemmascope,
-    save_saelens,
-    save_sparsify,
-)
-from .layouts import (
-    CFG,
-    FINSAE_WEIGHTS,
-    GEMMASCOPE_PARAMS,
-    SAELENS_WEIGHTS,
-    SPARSIFY_WEIGHTS,
-    detect_layout,
-    finsae_weights,
-    read_cfg,
-    read_weights,
-)
+from .convert import (read_gemmascope, read_saelens, read_sparsify, save_gemmascope, save_saelens,
+                      save_sparsify)
+from .layouts import (CFG, FINSAE_WEIGHTS, GEMMASCOPE_PARAMS, SAELENS_WEIGHTS, SPARSIFY_WEIGHTS,
+                      detect_layout, finsae_weights, read_cfg, read_weights)
 from .release import find_sae, sae_block
 
 __all__ = ["CFG", "FINSAE_WEIGHTS", "GEMMASCOPE_PARAMS", "SAELENS_WEIGHTS", "SPARSIFY_WEIGHTS",

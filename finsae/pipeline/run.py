@@ -1,11 +1,11 @@
 """`finsae run`: the main job, end to end, with every stage cached by the hash of its inputs.
 
-    encode + train SAE  ->  company features  ->  evaluate (MeanCorr)  ->  backtest  ->  report
+    encode + train SAE  ->  company features  ->  evaluate  ->  backtest  ->  report
 
 A run folder holds the config (``config.toml``), ``metrics.json``, CSV tables, PNG plots and a
 self-contained ``report.html``. A change of one setting re-runs only the stages it affects
-(`finsae.stages.run_stage`); a second run of the same config reuses everything and writes the
-same ``metrics.json``.
+(`finsae.pipeline.stages.run_stage`); a second run of the same config reuses everything and
+writes the same ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -14,146 +14,15 @@ import dataclasses
 import json
 import shutil
 import time
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config_check import check_layer_in_model, check_run_config, check_run_inputs
-from .data.errors import DataError
-from .features.company import DEFAULT_CONTENT_ONLY, DEFAULT_FEATURES, DEFAULT_POOLING
-from .hashing import file_digest, json_key
-from .lm.capture import CaptureConfig
-from .lm.defaults import DEFAULT_LAYER, DEFAULT_MODEL
-from .methods import EvaluateConfig
-from .pairs.settings import BacktestSettings
-from .sae.config import SAEConfig, TrainConfig
+from ..config_check import check_layer_in_model, check_run_config, check_run_inputs
+from ..hashing import file_digest, json_key
+from .config import RunConfig
 from .stages import StageResult, run_stage
 
 #: the layout version of the evaluate and backtest stage folders (part of their cache keys)
 STAGE_LAYOUT = 2
-
-
-@dataclass
-class DataSection:
-    #: companies CSV (None: the bundled table)
-    companies: str | None = None
-    #: daily prices CSV/parquet (None: the bundled 1999-2021 series)
-    prices: str | None = None
-    #: description vintage of the bundled table: latest, financedatabase, c2016, earliest
-    vintage: str = "latest"
-    #: keep only the first N companies with a description (None: all; small demo runs)
-    limit: int | None = None
-
-
-@dataclass
-class SAESection:
-    #: language model (short name, Hugging Face id, folder or .gguf)
-    model: str = DEFAULT_MODEL
-    #: residual stream after this block (chosen on 2001-2010: experiments/results/search.md)
-    layer: int = DEFAULT_LAYER
-    #: more blocks, each with its own SAE, whose company vectors are joined to the layer's
-    #: (each L2-normalised: the cosine is the mean of the blocks' cosines)
-    extra_layers: list[int] = field(default_factory=list)
-    #: tokens per description kept (truncation)
-    max_tokens: int = CaptureConfig.max_tokens
-    #: SAE architecture: topk, batchtopk, relu, jumprelu
-    arch: str = SAEConfig.arch
-    #: SAE width (latents; chosen on 2001-2010: experiments/results/search.md)
-    d_sae: int = 16384
-    #: active latents per token (TopK)
-    k: int = SAEConfig.k
-    #: SAE training text: descriptions (the companies' own), corpus (the bundled ~4,600
-    #: FinanceDatabase business summaries), or both
-    train_text: str = "both"
-    #: training tokens (the training text's tokens are cycled through)
-    train_tokens: int = TrainConfig.tokens
-    #: tokens per optimizer step
-    batch_size: int = TrainConfig.batch_size
-    #: seed of the SAE's initialisation and batch order
-    seed: int = TrainConfig.seed
-    #: use this saved SAE instead of training one
-    path: str | None = None
-
-
-@dataclass
-class FeatureSection:
-    """Company vectors from the SAE latents (defaults: `finsae.features.company`, chosen on
-    2001-2010)."""
-
-    #: pooling of a description's token latents: sum, mean, max
-    pooling: str = DEFAULT_POOLING
-    #: pool only content words (no punctuation, stop words or the company's own name)
-    content_only: bool = DEFAULT_CONTENT_ONLY
-    #: per-latent weight: idf, standardize, or none
-    weighting: str | None = DEFAULT_FEATURES["weighting"]
-    #: drop latents active in more than this share of the companies (none: keep all)
-    max_df: float | None = DEFAULT_FEATURES["max_df"]
-    #: 1 + log tf (the same as tf = "sublinear")
-    sublinear: bool = DEFAULT_FEATURES["sublinear"]
-    #: term frequency of a latent read as a word: sublinear, binary, bm25 (none: see sublinear)
-    tf: str | None = None
-    #: keep each company's top_n latents (none: all)
-    top_n: int | None = None
-
-
-#: what `finsae run` scores and trades: its own feature set adds the hidden-state baseline
-RUN_EVALUATE_METHODS = ["sae", "hidden", "tfidf", "minilm", "gics_sub_industry", "gics_industry",
-                        "gics_sector", "sic4", "sic2", "returns", "random", "one_cluster"]
-RUN_BACKTEST_METHODS = ["sae", "embedding", "gics", "sic", "returns", "random"]
-
-
-@dataclass
-class RunConfig:
-    data: DataSection = field(default_factory=DataSection)
-    sae: SAESection = field(default_factory=SAESection)
-    features: FeatureSection = field(default_factory=FeatureSection)
-    evaluate: EvaluateConfig = field(
-        default_factory=lambda: EvaluateConfig(methods=list(RUN_EVALUATE_METHODS)))
-    backtest: BacktestSettings = field(
-        default_factory=lambda: BacktestSettings(methods=list(RUN_BACKTEST_METHODS)))
-
-    @classmethod
-    def load(cls, path: str | Path | None) -> "RunConfig":
-        """Defaults, overridden by a TOML file's tables ([data], [sae], ...)."""
-        if path is None:
-            return cls()
-        path = Path(path)
-        try:
-            raw = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as e:
-            raise DataError(f"not a readable TOML config ({e})", path=path) from e
-        kw = {}
-        for f in dataclasses.fields(cls):
-            section = raw.pop(f.name, {})
-            if not isinstance(section, dict):
-                raise DataError(f"{f.name} must be a table ([{f.name}] followed by its "
-                                f"settings), got {section!r}", path=path)
-            base = f.default_factory()  # the section's dataclass with the run's defaults
-            names = {g.name for g in dataclasses.fields(base)}
-            unknown = set(section) - names
-            if unknown:
-                raise DataError(f"unknown key(s) {', '.join(sorted(unknown))} in [{f.name}]; "
-                                f"known: {', '.join(sorted(names))}", path=path)
-            kw[f.name] = dataclasses.replace(base, **section)
-        if raw:
-            raise DataError(f"unknown section(s) {', '.join(raw)}; known: "
-                            f"{', '.join(g.name for g in dataclasses.fields(cls))}", path=path)
-        return check_run_config(cls(**kw), path)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def to_toml(self) -> str:
-        lines = []
-        for section, values in self.to_dict().items():
-            lines.append(f"[{section}]")
-            for k, v in values.items():
-                if v is None:
-                    lines.append(f"# {k} = (none)")
-                else:
-                    lines.append(f"{k} = {json.dumps(list(v) if isinstance(v, tuple) else v)}")
-            lines.append("")
-        return "\n".join(lines)
 
 
 def _file_id(path: str | None) -> str | None:
@@ -163,7 +32,7 @@ def _file_id(path: str | None) -> str | None:
 
 def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
     """Run every stage (reusing cached ones) and write the run folder. Returns metrics."""
-    from .data import load_companies, load_prices
+    from ..data import load_companies, load_prices
     out = Path(out)
     check_run_config(config)
     check_layer_in_model(config.sae.model, config.sae.layer)
@@ -189,8 +58,8 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
 
     # 1. LM activations of the descriptions and an SAE per block, trained on them
     def train(folder: Path):
-        from .lm import encode_texts, load_lm
-        from .sae import (
+        from ..lm import encode_texts, load_lm
+        from ..sae import (
             SAEConfig,
             TrainConfig,
             evaluate_reconstruction,
@@ -203,7 +72,7 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
                              max_tokens=cfg.sae.max_tokens)
         corpus = None
         if cfg.sae.train_text in ("corpus", "both") and not cfg.sae.path:
-            from .data.corpus import load_corpus
+            from ..data.corpus import load_corpus
             corpus = encode_texts(lm, load_corpus()["text"].tolist(),
                                   layers=sorted(set(layers)), max_tokens=cfg.sae.max_tokens)
         all_info = {}
@@ -245,7 +114,7 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
 
     # 2. company vectors: SAE features, hidden state, MiniLM, TF-IDF (+ labels)
     def features(folder: Path):
-        from .features.build import build_feature_set
+        from ..features.build import build_feature_set
         extra = [(lx, s_sae.path / ("sae" if cfg.sae.path else f"sae_L{lx}"))
                  for lx in cfg.sae.extra_layers]
         built = build_feature_set(described, model=cfg.sae.model, layer=cfg.sae.layer,
@@ -259,12 +128,12 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
 
     # 3. every method scored on one universe: peer metrics and MeanCorr
     def universe_of(fs):
-        from .data import evaluation_universe
+        from ..data import evaluation_universe
         return [t for t in evaluation_universe(companies, prices) if t in fs.tickers]
 
     def evaluate(folder: Path):
-        from .features.store import FeatureSet
-        from .methods import EvalContext, evaluate_methods
+        from ..features.store import FeatureSet
+        from ..methods import EvalContext, evaluate_methods
         fs = FeatureSet.load(s_feat.path / "features", labels=False)
         ctx = EvalContext.from_config(companies, prices, cfg.evaluate, universe=universe_of(fs),
                                       features=fs)  # the vectors of this run
@@ -276,9 +145,9 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
 
     # 4. walk-forward pairs backtest per method
     def backtest(folder: Path):
-        from .features.store import FeatureSet
-        from .jsonable import write_json
-        from .pairs.compare import backtest_methods
+        from ..features.store import FeatureSet
+        from ..jsonable import write_json
+        from ..pairs.compare import backtest_methods
         fs = FeatureSet.load(s_feat.path / "features", labels=False)
         report = backtest_methods(companies, prices, cfg.backtest, universe=universe_of(fs),
                                   features=fs)
@@ -302,7 +171,7 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
         indent=1))
     (out / "config.toml").write_text(cfg.to_toml())
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
-    from .report.build import write_run_report
+    from .report import write_run_report
     write_run_report(out, metrics, stages)
     log(f"wrote {out}/report.html ({time.perf_counter() - t_start:.0f}s)")
     return metrics
@@ -319,7 +188,7 @@ METRIC_KEYS = tuple(f"{m}{s}" for m in ("peer_r2", "knn_r2", "excess_r2", "delta
 def _write_vectors(features: Path, folder: Path) -> None:
     """Every method's company vectors, one parquet file per method (tickers as the index), so
     an analyst can load them (`pd.read_parquet`) and a run can be re-scored elsewhere."""
-    from .features.store import FeatureSet
+    from ..features.store import FeatureSet
     fs = FeatureSet.load(features, labels=False)
     folder.mkdir(parents=True, exist_ok=True)
     for name, V in fs.vectors.items():

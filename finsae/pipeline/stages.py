@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data.paths import cache_dir
-from .hashing import json_key
-from .integrity import check_folder, report_damaged, write_folder_checksums
-from .jsonable import dumps
+from ..data.paths import cache_dir
+from ..hashing import json_key
+from ..integrity import check_folder, report_damaged, write_folder_checksums
+from ..jsonable import dumps
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .html import figure_html, paragraph, table_html, write_report
+from ..report.html import figure_html, paragraph, table_html, tear_sheets, write_report
 
 
 def write_run_report(out: Path, metrics: dict, stages) -> Path:
@@ -68,15 +68,6 @@ def write_run_report(out: Path, metrics: dict, stages) -> Path:
         ("The SAE", [table_html(sae_rows, "{:.4g}")]),
     ]
     return write_report(out / "report.html", "finsae run report", sections, meta)
-
-
-def tear_sheets(out: Path, prefix: str = "tearsheet_") -> list[str]:
-    """One figure per strategy's tear sheet PNG in `out` (equity, drawdown, rolling Sharpe,
-    trade statistics), in name order."""
-    pngs = sorted(Path(out).glob(f"{prefix}*.png"))
-    if not pngs:
-        return [paragraph("(no tear sheets produced)", "note")]
-    return [figure_html(p, p.stem[len(prefix):]) for p in pngs]
 
 
 def _fig(out: Path, name: str, caption: str) -> str:

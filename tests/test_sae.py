@@ -13,14 +13,16 @@ from finsae.sae.kernels import decode, topk_sae, topk_select
 
 
 def _sae(arch="topk", d_in=12, d_sae=48, k=4, seed=0):
-    sae = build_sae(SAEConfig(d_in=d_in, d_sae=d_sae, arch=arch, k=k), seed=seed)
+    widths = [12, 24] if arch == "matryoshka_batchtopk" else []
+    sae = build_sae(SAEConfig(d_in=d_in, d_sae=d_sae, arch=arch, k=k, matryoshka_widths=widths),
+                    seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         sae.b_enc.copy_(0.1 * torch.randn(d_sae, generator=g))
         sae.b_dec.copy_(torch.randn(d_in, generator=g))
         if arch == "jumprelu":
             sae.log_threshold.copy_(torch.full((d_sae,), -1.0))
-        if arch == "batchtopk":
+        if arch in ("batchtopk", "matryoshka_batchtopk"):
             sae.threshold.fill_(0.3)
     return sae.eval()
 
@@ -29,7 +31,7 @@ def test_init_unit_decoder_encoder_is_transpose():
     sae = build_sae(SAEConfig(d_in=10, d_sae=40, k=3), seed=3)
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(40), atol=1e-6)
     assert torch.equal(sae.W_enc, sae.W_dec)  # W_enc [d_sae, d_in] = (W_dec^T)^T
-    assert set(REGISTRY) == {"topk", "batchtopk", "relu", "jumprelu"}
+    assert set(REGISTRY) == {"topk", "batchtopk", "relu", "jumprelu", "matryoshka_batchtopk"}
 
 
 def test_bad_config_and_input():
@@ -98,7 +100,7 @@ def test_auxk_by_hand():
     assert torch.allclose(sae.aux_loss(x, resid, dead), ref, rtol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk", "relu", "jumprelu"])
+@pytest.mark.parametrize("arch", sorted(REGISTRY))
 def test_fold_input_scale_is_exact(arch):
     torch.manual_seed(2)
     sae = _sae(arch)
@@ -128,7 +130,7 @@ def test_jumprelu_threshold_gets_gradient_and_batchtopk_keeps_n_times_k():
 
 # --- files ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk", "relu", "jumprelu"])
+@pytest.mark.parametrize("arch", sorted(REGISTRY))
 def test_save_then_load_is_exact(tmp_path, arch):
     sae = _sae(arch)
     save_sae(sae, tmp_path / "s", extra={"train": {"tokens": 5}})
@@ -142,7 +144,7 @@ def test_save_then_load_is_exact(tmp_path, arch):
     assert json.loads((tmp_path / "s" / "cfg.json").read_text())["train"] == {"tokens": 5}
 
 
-@pytest.mark.parametrize("arch", ["topk", "relu", "jumprelu"])
+@pytest.mark.parametrize("arch", sorted(REGISTRY))
 def test_saelens_layout_roundtrip(tmp_path, arch):
     sae = _sae(arch)
     save_saelens(sae, tmp_path / "l")

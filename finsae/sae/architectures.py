@@ -3,7 +3,8 @@
 All share the parameter layout of EleutherAI sparsify: W_enc [d_sae, d_in] (the encoder's
 ``nn.Linear.weight``), b_enc [d_sae], W_dec [d_sae, d_in] (one row per latent), b_dec [d_in],
 and the pass ``pre = (x - b_dec) @ W_enc.T + b_enc``, ``x_hat = z @ W_dec + b_dec``.
-JumpReLU and BatchTopK (at inference) also have a per-latent ``threshold``.
+JumpReLU and BatchTopK (at inference) also have a per-latent ``threshold``. Matryoshka
+BatchTopK lives in `finsae.sae.matryoshka`.
 """
 
 from __future__ import annotations
@@ -320,8 +321,11 @@ class JumpReLUSAE(SparseAutoencoder):
                              (z > 0).sum(-1).float().mean(), (z > 0).any(0))
 
 
+from .matryoshka import MatryoshkaBatchTopKSAE  # noqa: E402 (it subclasses BatchTopKSAE)
+
 REGISTRY: dict[str, type[SparseAutoencoder]] = {
-    cls.arch: cls for cls in (TopKSAE, BatchTopKSAE, ReLUSAE, JumpReLUSAE)}
+    cls.arch: cls for cls in (TopKSAE, BatchTopKSAE, ReLUSAE, JumpReLUSAE,
+                              MatryoshkaBatchTopKSAE)}
 
 
 def build_sae(cfg: SAEConfig, *, seed: int | None = None) -> SparseAutoencoder:

@@ -9,7 +9,9 @@ from ..data.errors import DataError
 
 #: the architectures of `finsae.sae.architectures.REGISTRY`, listed here so a config can be
 #: checked without importing torch code
-ARCHS = ("topk", "batchtopk", "relu", "jumprelu")
+ARCHS = ("topk", "batchtopk", "relu", "jumprelu", "matryoshka_batchtopk")
+#: the kinds that keep k active latents per token (on average over the batch for BatchTopK)
+TOPK_ARCHS = ("topk", "batchtopk", "matryoshka_batchtopk")
 
 
 @dataclass
@@ -18,14 +20,17 @@ class SAEConfig:
 
     d_in: int
     d_sae: int
-    #: SAE architecture: topk, batchtopk, relu, jumprelu
+    #: SAE architecture: topk, batchtopk, relu, jumprelu, matryoshka_batchtopk
     arch: str = "topk"
-    #: active latents per token (topk; batchtopk: on average over the batch)
+    #: active latents per token (topk; batchtopk kinds: on average over the batch)
     k: int = 32
     #: JumpReLU: initial threshold
     jumprelu_init_threshold: float = 1e-3
     #: JumpReLU: width of the straight-through kernel
     jumprelu_bandwidth: float = 1e-3
+    #: Matryoshka BatchTopK: strictly increasing prefix widths; the loss sums the FVU of the
+    #: reconstruction by each prefix of latents (d_sae is appended when the last is smaller)
+    matryoshka_widths: list[int] = field(default_factory=list)
     #: free-form provenance (model, layer, hook, dataset); not used by the forward pass
     meta: dict = field(default_factory=dict)
 
@@ -37,8 +42,10 @@ class SAEConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise DataError(f"{name} must be a positive integer, got {v!r}")
-        if self.arch in ("topk", "batchtopk") and not 0 < self.k <= self.d_sae:
+        if self.arch in TOPK_ARCHS and not 0 < self.k <= self.d_sae:
             raise DataError(f"k must be in 1..d_sae={self.d_sae}, got {self.k}")
+        if self.arch == "matryoshka_batchtopk":
+            self.matryoshka_widths = _matryoshka_widths(self.matryoshka_widths, self.d_sae)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,6 +54,20 @@ class SAEConfig:
     def from_dict(cls, d: dict) -> "SAEConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _matryoshka_widths(widths, d_sae: int) -> list[int]:
+    """Checked prefix widths, d_sae appended when missing (as SAELens does)."""
+    w = [int(v) for v in (widths or [])]
+    if not w:
+        raise DataError("matryoshka_batchtopk needs matryoshka_widths (e.g. [d_sae // 4, "
+                        "d_sae // 2, d_sae])")
+    if w[-1] != d_sae:
+        w.append(d_sae)
+    if w[0] <= 0 or any(a >= b for a, b in zip(w, w[1:])) or w[-1] != d_sae:
+        raise DataError(f"matryoshka_widths must increase strictly from > 0 up to "
+                        f"d_sae={d_sae}, got {widths}")
+    return w
 
 
 def default_lr(d_sae: int) -> float:

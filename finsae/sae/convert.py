@@ -1,4 +1,5 @@
-"""SAELens, sparsify and Gemma Scope SAEs: reading them as finsae weights and writing them."""
+"""sparsify and Gemma Scope SAEs: reading them as finsae weights and writing them (SAELens:
+`finsae.sae.saelens`, re-exported here)."""
 
 from __future__ import annotations
 
@@ -11,60 +12,46 @@ from safetensors.torch import save_file
 from ..data.errors import DataError
 from .architectures import SparseAutoencoder
 from .config import SAEConfig
-from .layouts import (CFG, FINSAE_WEIGHTS, GEMMASCOPE_PARAMS, SAELENS_WEIGHTS, read_weights)
+from .layouts import CFG, GEMMASCOPE_PARAMS, SPARSIFY_WEIGHTS, read_weights
+from .saelens import read_saelens, save_saelens
 
-
-def read_saelens(folder: Path, cfg: dict):
-    """(SAEConfig, finsae weights, threshold or None) of a SAELens folder."""
-    w = read_weights(folder / SAELENS_WEIGHTS, ("W_enc", "b_enc", "W_dec", "b_dec"))
-    arch = str(cfg.get("architecture", "standard")).lower()
-    act = str(cfg.get("activation_fn_str", cfg.get("activation_fn", "relu"))).lower()
-    kwargs = cfg.get("activation_fn_kwargs") or {}
-    if arch in ("topk", "batchtopk") or act == "topk":
-        arch = "topk" if arch != "batchtopk" else "batchtopk"
-        k = cfg.get("k", kwargs.get("k"))
-        if k is None:
-            raise DataError("TopK SAE cfg.json without k", path=folder)
-    elif arch in ("standard", "relu"):
-        arch, k = "relu", 1
-    elif arch == "jumprelu":
-        k = 1
-    else:
-        raise DataError(f"SAELens architecture {arch!r} is not supported; supported: "
-                        f"standard, topk, batchtopk, jumprelu", path=folder)
-    norm = cfg.get("normalize_activations", "none")
-    if norm not in (None, "none", False):
-        raise DataError(f"normalize_activations={norm!r} is applied outside the weights; "
-                        f"only SAEs with 'none' can be loaded exactly", path=folder)
-    W_enc, b_enc, W_dec, b_dec = (w["W_enc"].T.contiguous(), w["b_enc"], w["W_dec"], w["b_dec"])
-    d_in, d_sae = W_dec.shape[1], W_dec.shape[0]
-    if not cfg.get("apply_b_dec_to_input", True):
-        # pre = x W + b_enc = (x - b_dec) W + (b_enc + b_dec W)
-        b_enc = b_enc + W_enc @ b_dec
-    # SAELens >= 6 keeps model and hook under "metadata"
-    info = {**(cfg.get("metadata") or {}), **cfg}
-    sae_cfg = SAEConfig(d_in=int(cfg.get("d_in", d_in)), d_sae=int(cfg.get("d_sae", d_sae)),
-                        arch=arch, k=int(k),
-                        meta={"source": "saelens", **{m: info[m] for m in
-                              ("model_name", "hook_name", "hook_layer") if m in info}})
-    return sae_cfg, {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}, \
-        w.get("threshold")
+__all__ = ["read_gemmascope", "read_saelens", "read_sparsify", "save_gemmascope",
+           "save_saelens", "save_sparsify"]
 
 
 def read_sparsify(folder: Path, cfg: dict):
-    """(SAEConfig, finsae weights, None) of a sparsify (TopK) folder."""
-    w = read_weights(folder / FINSAE_WEIGHTS, ("encoder.weight", "encoder.bias", "W_dec", "b_dec"))
-    if cfg.get("skip_connection") or "W_skip" in w:
-        raise DataError("sparsify SAEs with a skip connection (transcoders) are not supported",
+    """(SAEConfig, finsae weights, None) of a sparsify TopK SAE folder (``SparseCoder``:
+    z = TopK(ReLU(encoder(x - b_dec)))); DataError for what finsae cannot load exactly:
+    transcoders (``transcode``: the encoder reads x itself and the decoder writes another
+    activation), skip connections, ``activation="groupmax"`` and signed SAEs."""
+    w = read_weights(folder / SPARSIFY_WEIGHTS,
+                     ("encoder.weight", "encoder.bias", "W_dec", "b_dec"))
+    if cfg.get("transcode"):
+        raise DataError("sparsify transcoders (transcode=true) are not supported: they map a "
+                        "module's input to its output, not an activation to itself",
                         path=folder)
+    if cfg.get("skip_connection") or "W_skip" in w:
+        raise DataError("sparsify SAEs with a skip connection (skip_connection=true, W_skip) "
+                        "are not supported", path=folder)
+    act = cfg.get("activation", "topk")
+    if act != "topk":
+        raise DataError(f"sparsify activation={act!r} is not supported (finsae has TopK "
+                        "only; groupmax keeps the largest latent of each of k groups)",
+                        path=folder)
+    if cfg.get("signed"):
+        raise DataError("signed sparsify SAEs are not supported", path=folder)
+    extra = set(w) - {"encoder.weight", "encoder.bias", "W_dec", "b_dec"}
+    if extra:
+        raise DataError(f"sparsify weights {sorted(extra)} are not supported", path=folder)
     d_sae, d_in = w["encoder.weight"].shape
     if "k" not in cfg:
         raise DataError("sparsify cfg.json without k", path=folder)
     if cfg.get("d_in") not in (None, d_in):
         raise DataError(f"cfg.json d_in={cfg['d_in']} but encoder.weight is {[d_sae, d_in]}",
                         path=folder)
-    if cfg.get("signed"):
-        raise DataError("signed sparsify SAEs are not supported", path=folder)
+    if tuple(w["W_dec"].shape) != (d_sae, d_in):
+        raise DataError(f"W_dec is {list(w['W_dec'].shape)}, expected {[d_sae, d_in]}",
+                        path=folder)
     sae_cfg = SAEConfig(d_in=int(d_in), d_sae=int(d_sae), arch="topk", k=int(cfg["k"]),
                         meta={"source": "sparsify", "hookpoint": folder.name})
     return sae_cfg, {"W_enc": w["encoder.weight"], "b_enc": w["encoder.bias"],
@@ -109,27 +96,9 @@ def save_gemmascope(sae: SparseAutoencoder, path: str | Path) -> Path:
     return path
 
 
-def save_saelens(sae: SparseAutoencoder, folder: str | Path) -> Path:
-    """Write the SAELens layout (for handing an SAE to SAELens-based tools)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    t = {"W_enc": sae.W_enc.detach().T.contiguous(), "W_dec": sae.W_dec.detach().contiguous(),
-         "b_enc": sae.b_enc.detach().clone(), "b_dec": sae.b_dec.detach().clone()}
-    arch = {"relu": "standard"}.get(sae.cfg.arch, sae.cfg.arch)
-    if sae.cfg.arch in ("jumprelu", "batchtopk"):
-        t["threshold"] = sae.threshold.detach().contiguous().clone()
-        arch = "jumprelu" if sae.cfg.arch == "jumprelu" else "batchtopk"
-    save_file(t, str(folder / SAELENS_WEIGHTS))
-    cfg = {"architecture": arch, "d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32",
-           "apply_b_dec_to_input": True, "normalize_activations": "none"}
-    if sae.cfg.arch in ("topk", "batchtopk"):
-        cfg["k"] = sae.cfg.k
-    (folder / CFG).write_text(json.dumps(cfg, indent=2))
-    return folder
-
-
 def save_sparsify(sae: SparseAutoencoder, folder: str | Path) -> Path:
-    """Write the EleutherAI sparsify layout (TopK only)."""
+    """Write the EleutherAI sparsify layout (TopK only), which
+    ``sparsify.SparseCoder.load_from_disk`` loads with the same encodings."""
     if sae.cfg.arch != "topk":
         raise DataError(f"sparsify holds TopK SAEs only, this one is {sae.cfg.arch}")
     folder = Path(folder)
@@ -137,9 +106,10 @@ def save_sparsify(sae: SparseAutoencoder, folder: str | Path) -> Path:
     save_file({"encoder.weight": sae.W_enc.detach().contiguous().clone(),
                "encoder.bias": sae.b_enc.detach().clone(),
                "W_dec": sae.W_dec.detach().contiguous().clone(),
-               "b_dec": sae.b_dec.detach().clone()}, str(folder / FINSAE_WEIGHTS))
-    cfg = {"expansion_factor": sae.d_sae // sae.d_in, "normalize_decoder": True,
-           "num_latents": sae.d_sae, "k": sae.cfg.k, "multi_topk": False,
-           "skip_connection": False, "d_in": sae.d_in}
+               "b_dec": sae.b_dec.detach().clone()}, str(folder / SPARSIFY_WEIGHTS))
+    cfg = {"activation": "topk", "expansion_factor": max(sae.d_sae // sae.d_in, 1),
+           "normalize_decoder": True, "num_latents": sae.d_sae, "k": sae.cfg.k,
+           "multi_topk": False, "skip_connection": False, "transcode": False,
+           "d_in": sae.d_in}
     (folder / CFG).write_text(json.dumps(cfg, indent=2))
     return folder

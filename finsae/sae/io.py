@@ -1,11 +1,16 @@
 """SAE folders: save in the finsae layout; load finsae, SAELens and EleutherAI sparsify folders.
 
-finsae:   cfg.json (``"format": "finsae"`` + SAEConfig fields) and sae.safetensors with
-          W_enc [d_sae, d_in], b_enc, W_dec [d_sae, d_in], b_dec, optional threshold.
+finsae:   cfg.json (``"format": "finsae"`` + SAEConfig fields) and finsae.safetensors with
+          W_enc [d_sae, d_in], b_enc, W_dec [d_sae, d_in], b_dec, optional threshold. The
+          weights file has a name of its own so that no library mistakes the folder for one of
+          its own (SAELens wants sae_weights.safetensors, sparsify sae.safetensors); folders
+          written by earlier finsae versions (sae.safetensors + "format": "finsae") still load.
+          `save_saelens` / `save_sparsify` write what those libraries load.
 SAELens:  cfg.json and sae_weights.safetensors with W_enc [d_in, d_sae], W_dec [d_sae, d_in],
-          b_enc, b_dec, optional threshold (JumpReLU).
+          b_enc, b_dec, optional threshold (JumpReLU); see `finsae.sae.saelens`.
 sparsify: cfg.json and sae.safetensors with encoder.weight [d_sae, d_in], encoder.bias,
-          W_dec [d_sae, d_in], b_dec.
+          W_dec [d_sae, d_in], b_dec (TopK; transcoders, skip connections and groupmax are
+          refused).
 Gemma Scope: params.npz with W_enc [d_in, d_sae], W_dec, b_enc, b_dec, threshold (JumpReLU,
           no b_dec subtracted from the input), as in google/gemma-scope-*.
 Whole releases (a folder of SAEs, one per hookpoint) are searched by `find_sae`.
@@ -30,24 +35,28 @@ from .architectures import SparseAutoencoder, build_sae
 from .config import SAEConfig
 from .convert import (read_gemmascope, read_saelens, read_sparsify, save_gemmascope, save_saelens,
                       save_sparsify)
-from .layouts import (CFG, FINSAE_WEIGHTS, GEMMASCOPE_PARAMS, SAELENS_WEIGHTS, detect_layout,
-                      read_cfg, read_weights)
+from .layouts import (CFG, FINSAE_WEIGHTS, GEMMASCOPE_PARAMS, SAELENS_WEIGHTS, SPARSIFY_WEIGHTS,
+                      detect_layout, finsae_weights, read_cfg, read_weights)
 from .release import find_sae, sae_block
 
-__all__ = ["CFG", "FINSAE_WEIGHTS", "GEMMASCOPE_PARAMS", "SAELENS_WEIGHTS", "detect_layout",
+__all__ = ["CFG", "FINSAE_WEIGHTS", "GEMMASCOPE_PARAMS", "SAELENS_WEIGHTS", "SPARSIFY_WEIGHTS",
+           "detect_layout",
            "find_sae", "load_sae", "sae_block", "save_gemmascope", "save_sae", "save_saelens",
            "save_sparsify"]
 
 
 def save_sae(sae: SparseAutoencoder, folder: str | Path, *, extra: dict | None = None) -> Path:
-    """Write cfg.json + sae.safetensors (finsae layout). Returns the folder."""
+    """Write cfg.json + finsae.safetensors (finsae layout). Returns the folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {n: getattr(sae, n).detach().contiguous().clone()
                for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
-    if sae.cfg.arch in ("jumprelu", "batchtopk"):
+    if hasattr(sae, "threshold"):
         tensors["threshold"] = sae.threshold.detach().contiguous().clone()
     save_file(tensors, str(folder / FINSAE_WEIGHTS))
+    legacy = folder / SPARSIFY_WEIGHTS   # an earlier finsae save of this folder: stale weights
+    if legacy.exists() and (folder / CFG).exists() and read_cfg(folder).get("format") == "finsae":
+        legacy.unlink()
     cfg = {"format": "finsae", **sae.cfg.to_dict(), **(extra or {})}
     (folder / CFG).write_text(json.dumps(cfg, indent=2))
     return folder
@@ -67,7 +76,7 @@ def load_sae(folder: str | Path, *, layout: str | None = None) -> SparseAutoenco
         return sae.eval()
     cfg = read_cfg(folder)
     if layout == "finsae":
-        w = read_weights(folder / FINSAE_WEIGHTS, ("W_enc", "b_enc", "W_dec", "b_dec"))
+        w = read_weights(finsae_weights(folder), ("W_enc", "b_enc", "W_dec", "b_dec"))
         sae_cfg = SAEConfig.from_dict(cfg)
         state = {n: w[n] for n in ("W_enc", "b_enc", "W_dec", "b_dec")}
         threshold = w.get("threshold")
@@ -94,8 +103,9 @@ def _fill(sae, state, threshold, folder):
         if sae.cfg.arch == "jumprelu":
             if threshold is None:
                 raise DataError("JumpReLU SAE without a threshold tensor", path=folder)
-            if bool((threshold <= 0).any()):
-                raise DataError("JumpReLU thresholds must be positive", path=folder)
-            sae.log_threshold.copy_(threshold.log())
-        elif sae.cfg.arch == "batchtopk" and threshold is not None:
+            if bool(threshold.isnan().any()):
+                raise DataError("JumpReLU thresholds must not be NaN", path=folder)
+            # z = ReLU(pre) * (pre > t): a threshold below 0 acts as 0 (log 0 = -inf is exact)
+            sae.log_threshold.copy_(threshold.float().clamp_min(0).log())
+        elif "threshold" in sae._buffers and threshold is not None:
             sae.threshold.copy_(threshold)

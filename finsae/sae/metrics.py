@@ -99,20 +99,26 @@ def fvu(x: Tensor, x_hat: Tensor) -> float:
 @torch.no_grad()
 def evaluate_reconstruction(sae, acts: Tensor, *, batch_size: int = 4096,
                             massive_factor: float | None = 10.0) -> dict:
-    """FVU, MSE, L0 and dead fraction of `sae` on activations [N, d_in] (raw, unscaled)."""
+    """FVU, MSE, L0 and dead fraction of `sae` on activations [N, d_in] (raw, unscaled); for a
+    Matryoshka SAE also ``prefix_fvu``: {width: FVU of the reconstruction by latents [0, width)}."""
     if acts.ndim != 2 or acts.shape[1] != sae.d_in:
         raise DataError(f"activations must be [tokens, {sae.d_in}], got {list(acts.shape)}")
     massive = massive_token_mask(acts, massive_factor)
     kept = acts[~massive]
     stats = ReconStats(sae.d_in, sae.d_sae)
+    nested = {w: ReconStats(sae.d_in, 1) for w in getattr(sae, "widths", [])}
     was_training = sae.training
     sae.eval()
     for s in range(0, len(kept), batch_size):
         x = kept[s:s + batch_size].to(sae.W_enc.dtype)
         z = sae.encode(x)
         stats.update(x, sae.decode(z), z)
+        if nested:
+            for w, x_hat in sae.prefix_reconstructions(z):
+                nested[w].update(x, x_hat)
     sae.train(was_training)
-    return {**stats.to_dict(), "n_massive_dropped": int(massive.sum()),
+    extra = {"prefix_fvu": {w: s.fvu for w, s in nested.items()}} if nested else {}
+    return {**stats.to_dict(), **extra, "n_massive_dropped": int(massive.sum()),
             "massive_factor": massive_factor}
 
 

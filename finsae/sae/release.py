@@ -36,7 +36,7 @@ def sae_block(path: str | Path) -> int | None:
     if layout == "sparsify":
         return _hookpoint_block(path.name, path)
     info = {**(cfg.get("metadata") or {}), **cfg}
-    hook = info.get("hook_name")
+    hook = info.get("hook_name", info.get("hook_point"))  # hook_point: SAELens < 6
     if hook is None:
         return None if info.get("hook_layer") is None else int(info["hook_layer"])
     m = _RESID_HOOK.match(str(hook)) or re.fullmatch(r"(?:model\.)?layers\.(\d+)()",

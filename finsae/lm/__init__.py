@@ -9,12 +9,13 @@ Convention: layer / block i means the output of decoder block i, which is
 ``hidden_states[i + 1]`` of a transformers forward with ``output_hidden_states=True``.
 """
 
-from .capture import CaptureConfig, cache_key, encode_texts, tokenize
+from .capture import (CaptureConfig, cache_key, capture_blocks, encode_texts, pack_tokens,
+                      tokenize)
 from .defaults import DEFAULT_LAYER, DEFAULT_MODEL
-from .hooks import block, decoder_layers
+from .hooks import block, decoder_layers, forward_from
 from .load import KNOWN_MODELS, LM, fingerprint, load_lm
 from .store import ActivationStore, EncodeStats
 
 __all__ = ["ActivationStore", "CaptureConfig", "DEFAULT_LAYER", "DEFAULT_MODEL", "EncodeStats", "KNOWN_MODELS",
-           "LM", "block", "cache_key", "decoder_layers", "encode_texts", "fingerprint",
-           "load_lm", "tokenize"]
+           "LM", "block", "cache_key", "capture_blocks", "decoder_layers", "encode_texts",
+           "fingerprint", "forward_from", "load_lm", "pack_tokens", "tokenize"]

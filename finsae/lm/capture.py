@@ -15,12 +15,13 @@ batch.
 from __future__ import annotations
 
 import json
+import math
 import operator
 import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -30,7 +31,7 @@ from ..data.paths import cache_dir
 from ..hashing import Hasher, texts_digest
 from ..integrity import report_damaged
 from .defaults import DEFAULT_LAYER
-from .hooks import capture, forward
+from .hooks import capture, decoder_layers, forward
 from .load import LM
 from .store import (FORMAT, ActivationStore, EncodeStats, read_shard, write_json, write_shard)
 
@@ -187,6 +188,51 @@ def cache_key(lm: LM, cfg: CaptureConfig, texts: Sequence[str]) -> str:
         {"format": FORMAT, "model": lm.fingerprint, "layers": cfg.layers,
          "max_tokens": cfg.max_tokens, "bos": cfg.bos, "keep_tokens": cfg.keep_tokens},
         sort_keys=False).texts(texts).hex()
+
+
+
+def pack_tokens(tokenizer, texts: Iterable[str], n_tokens: int, seq_len: int) -> torch.Tensor:
+    """[ceil(n_tokens / seq_len), seq_len] token ids: `texts` in the order given, each
+    tokenized as ``tokenizer(text)`` does and followed by EOS, concatenated and cut into
+    chunks with no padding (a chunk may start mid-text). Reads only as many texts as needed;
+    ValueError if they run out."""
+    if n_tokens < 1 or seq_len < 1:
+        raise ValueError("n_tokens and seq_len must be positive")
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no EOS token to separate packed texts")
+    need = math.ceil(n_tokens / seq_len) * seq_len
+    ids: list[int] = []
+    for text in texts:
+        ids += list(tokenizer(text).input_ids) + [eos]
+        if len(ids) >= need:
+            break
+    else:
+        raise ValueError(f"the texts hold {len(ids)} tokens, fewer than the {need} asked for")
+    return torch.tensor(ids[:need]).view(-1, seq_len)
+
+
+@torch.no_grad()
+def capture_blocks(model: torch.nn.Module, chunks: torch.Tensor,
+                   layers: Sequence[int] | None = None, *, batch_size: int = 8,
+                   dtype: torch.dtype = torch.float16) -> torch.Tensor:
+    """[len(layers), n_chunks * seq_len, d] outputs of blocks `layers` (default: every block)
+    on unpadded token chunks [n_chunks, seq_len] (e.g. `pack_tokens`), rows in chunk order,
+    stored as `dtype` on the CPU. One forward per `batch_size` chunks, with `hooks.capture` on
+    every layer (the forward ends after the highest)."""
+    if chunks.ndim != 2:
+        raise ValueError(f"chunks must be [n_chunks, seq_len], got {list(chunks.shape)}")
+    n = len(decoder_layers(model))
+    layers = list(range(n)) if layers is None else list(check_layers(tuple(layers), n))
+    device = next(model.parameters()).device
+    out: list[list[torch.Tensor]] = [[] for _ in layers]
+    with capture(model, layers) as got:
+        for s in range(0, len(chunks), batch_size):
+            forward(model, input_ids=chunks[s:s + batch_size].to(device), use_cache=False)
+            for j, layer in enumerate(layers):
+                h = got[layer]
+                out[j].append(h.reshape(-1, h.shape[-1]).to("cpu", dtype))
+    return torch.stack([torch.cat(o) for o in out])
 
 
 # ---- internals ----------------------------------------------------------------------------

@@ -1,6 +1,9 @@
 """Forward hooks on a causal LM's decoder blocks: find a block, read the residual stream after
 blocks (ending the forward after the last one needed), replace a block's output.
 
+Also `forward_from`: the logits from a block's output, running only the later blocks (a
+Llama-like model's partial forward, for splicing SAEs into a cached capture).
+
 The only place in finsae that hooks a model. Block i's output is ``hidden_states[i + 1]`` of a
 transformers forward with ``output_hidden_states=True`` (except the last block's, to which
 hidden_states adds the final norm); a decoder block returns either that tensor or a tuple
@@ -116,3 +119,60 @@ def replace_output(module: torch.nn.Module, edit: Callable[[Tensor], Tensor | No
         yield
     finally:
         handle.remove()
+
+
+def _causal_mask(model: torch.nn.Module, h: Tensor, pos: Tensor):
+    """The model's own causal mask for unpadded sequences (None where its attention applies
+    causality itself), built as its forward builds it (the arguments vary by version)."""
+    import inspect
+
+    from transformers.masking_utils import create_causal_mask
+    params = inspect.signature(create_causal_mask).parameters
+    kw = {"config": model.config, "inputs_embeds": h, "attention_mask": None,
+          "position_ids": pos}
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            kw[name] = None
+    if "cache_position" in params:
+        kw["cache_position"] = pos[0]
+    return create_causal_mask(**kw)
+
+
+def forward_from(model: torch.nn.Module, hidden: Tensor, layer: int) -> Tensor:
+    """Logits [B, T, vocab] of a Llama-like causal LM when `hidden` [B, T, d] is the output of
+    block `layer`: only the blocks after it, the final norm and the LM head run (the blocks up
+    to `layer` are skipped, the costly half of splicing an SAE in after a cached capture).
+
+    The sequences are taken as unpadded and starting at position 0 (packed token chunks), so
+    the attention mask is plain causal. Supported: models laid out as Llama (``model.layers``,
+    ``model.rotary_emb``, ``model.norm``, ``lm_head``: Llama, SmolLM2, Mistral, Qwen2) with
+    full attention in every block; anything else raises a DataError.
+    """
+    inner = getattr(model, "model", None)
+    cfg = getattr(model, "config", None)
+    missing = [n for n, obj in (("model.layers", getattr(inner, "layers", None)),
+                                ("model.rotary_emb", getattr(inner, "rotary_emb", None)),
+                                ("model.norm", getattr(inner, "norm", None)),
+                                ("lm_head", getattr(model, "lm_head", None)))
+               if obj is None]
+    if missing or cfg is None:
+        raise DataError(f"forward_from supports Llama-like models only: {type(model).__name__} "
+                        f"has no {', '.join(missing) or 'config'}")
+    if getattr(cfg, "final_logit_softcapping", None) or any(
+            t != "full_attention" for t in (getattr(cfg, "layer_types", None) or [])):
+        raise DataError(f"forward_from does not support {type(model).__name__}: logit "
+                        "soft-capping or sliding-window blocks")
+    n = len(inner.layers)
+    if not -n <= layer < n:
+        raise BlockIndexError(f"block {layer} out of range: the model has {n} blocks "
+                              f"(0..{n - 1})")
+    if hidden.ndim != 3:
+        raise DataError(f"hidden must be [batch, seq, d], got {list(hidden.shape)}")
+    p = next(model.parameters())
+    h = hidden.to(device=p.device, dtype=p.dtype)
+    pos = torch.arange(h.shape[1], device=h.device)[None]
+    mask = _causal_mask(model, h, pos)
+    pe = inner.rotary_emb(h, position_ids=pos)
+    for blk in inner.layers[layer % n + 1:]:
+        h = block_output(blk(h, attention_mask=mask, position_embeddings=pe, position_ids=pos))
+    return model.lm_head(inner.norm(h))

@@ -21,19 +21,21 @@ from .kernels import EncoderOutput
 from .layer_distance import AngularDistance, angular_distances, model_layer_distances
 from .layouts import detect_layout
 from .matryoshka import MatryoshkaBatchTopKSAE
-from .metrics import (ReconStats, ce_loss_score, evaluate_reconstruction, fvu, massive_token_mask,
-                      splice_metrics, splice_metrics_on_texts)
+from .metrics import (ReconStats, SpliceEvaluator, ce_loss_score, evaluate_reconstruction, fvu,
+                      massive_token_mask, massive_token_mask_any_layer, splice_metrics,
+                      splice_metrics_on_texts)
 from .release import find_sae, sae_block
 from .train import TrainResult, geometric_median, train_sae
 
 __all__ = [
     "ARCHS", "REGISTRY", "AngularDistance", "BatchTopKSAE", "Batches", "EncoderOutput",
     "ForwardOutput", "GroupingResult", "JumpReLUSAE", "MatryoshkaBatchTopKSAE", "ReLUSAE",
-    "ReconStats", "SAEConfig", "SparseAutoencoder", "TopKSAE", "TrainConfig", "TrainResult",
-    "amad", "angular_distances", "build_sae", "ce_loss_score", "choose_groups", "cluster_layers",
-    "default_lr", "detect_layout", "evaluate_reconstruction", "even_groups", "find_block",
-    "find_sae", "fvu", "geometric_median", "group_tokens", "load_activations", "load_sae",
-    "massive_token_mask", "model_layer_distances", "sae_block", "save_gemmascope", "save_sae",
-    "save_saelens", "save_sparsify", "splice_metrics", "splice_metrics_on_texts",
-    "stream_activations", "train_group_sae", "train_sae", "transfer_sae",
+    "ReconStats", "SAEConfig", "SparseAutoencoder", "SpliceEvaluator", "TopKSAE", "TrainConfig",
+    "TrainResult", "amad", "angular_distances", "build_sae", "ce_loss_score", "choose_groups",
+    "cluster_layers", "default_lr", "detect_layout", "evaluate_reconstruction", "even_groups",
+    "find_block", "find_sae", "fvu", "geometric_median", "group_tokens", "load_activations",
+    "load_sae", "massive_token_mask", "massive_token_mask_any_layer", "model_layer_distances",
+    "sae_block", "save_gemmascope", "save_sae", "save_saelens", "save_sparsify",
+    "splice_metrics", "splice_metrics_on_texts", "stream_activations", "train_group_sae",
+    "train_sae", "transfer_sae",
 ]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..lm import hooks
-from .metrics import massive_token_mask
+from .metrics import massive_token_mask_any_layer
 
 
 class AngularDistance:
@@ -128,10 +128,7 @@ def model_layer_distances(lm, texts: Sequence[str], *, max_tokens: int = 128,
                 keep[:, 0] = False
             acts = torch.stack([outs[i][keep].float().cpu()
                                 for i in range(n_layers)])                # [L, n, d]
-            massive = torch.zeros(acts.shape[1], dtype=torch.bool)
-            if massive_factor is not None:
-                for a in acts:
-                    massive |= massive_token_mask(a, massive_factor)
+            massive = massive_token_mask_any_layer(acts, massive_factor)
             n_seen += acts.shape[1]
             n_massive += int(massive.sum())
             acc.update(acts, ~massive)

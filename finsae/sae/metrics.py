@@ -11,6 +11,9 @@ forward hook:
 - CE-loss score = (L_zero_ablation - L_spliced) / (L_zero_ablation - L_clean);
 - delta LM loss = L_spliced - L_clean;
 - KL(clean || spliced), averaged over tokens.
+`splice_metrics` runs the whole LM three times per batch; `SpliceEvaluator` scores many SAEs
+on fixed unpadded chunks, with the clean and zero-ablation losses computed once per layer and
+only the blocks after the layer run per SAE (`finsae.lm.hooks.forward_from`).
 Losses are next-token cross-entropies averaged over predictions whose input and target are
 real tokens (padding excluded) and whose input is not BOS. Massive-activation tokens (norm above
 a multiple of the median, brief section 5) are dropped from the reconstruction metrics and keep
@@ -40,6 +43,18 @@ def massive_token_mask(acts: Tensor, factor: float | None = 10.0,
         return torch.zeros_like(norms, dtype=torch.bool)
     med = norms.median() if median is None else torch.as_tensor(median)
     return norms > factor * med
+
+
+
+def massive_token_mask_any_layer(acts, factor: float | None = 10.0) -> Tensor:
+    """[N] bool, True for tokens that are massive at any layer: `massive_token_mask` of each
+    layer of `acts` ([L, N, d], or L tensors [N, d] over the same N tokens), each layer against
+    its own median norm. Drop (or keep clean) these tokens at every layer at once, so all
+    layers share one token set."""
+    masks = [massive_token_mask(a, factor) for a in acts]
+    if not masks:
+        raise DataError("no layers to take the massive-token mask of")
+    return torch.stack(masks).any(0)
 
 
 class ReconStats:
@@ -222,3 +237,95 @@ def splice_metrics_on_texts(model, tokenizer, sae, texts: list[str], *, layer: i
     return splice_metrics(model, sae, enc["input_ids"], enc["attention_mask"], layer=layer,
                           block=block, bos_token_id=tokenizer.bos_token_id,
                           massive_factor=massive_factor, batch_size=batch_size)
+
+
+class SpliceEvaluator:
+    """CE-loss score and delta LM loss of SAEs spliced in after a block, on fixed unpadded token
+    chunks `input_ids` [B, T] (packed text, every position real): the clean and zero-ablation
+    losses are computed once per layer, and each SAE then costs one `hooks.forward_from` (the
+    blocks after the layer only). Llama-like models (see `forward_from`).
+
+    hidden: the block outputs on these chunks, e.g. from a cached capture: a [L, N, d] tensor,
+    or a mapping layer -> [N, d], with N >= B*T (the first B*T rows, in chunk order, are used);
+    None: each layer's output is captured by one forward (stopped after the block) the first
+    time it is needed.
+    massive: [B*T] or [B, T] bool, True for tokens kept clean (neither spliced nor
+    zero-ablated), e.g. `massive_token_mask_any_layer` of the capture; None: the
+    `massive_token_mask(h, massive_factor)` of each layer's output (factor None: no token).
+    Every prediction (position t -> t + 1 of every chunk) is scored: losses are mean next-token
+    cross-entropies. Without padding and BOS this equals `splice_metrics` on the same ids.
+    """
+
+    def __init__(self, model, input_ids: Tensor, *, hidden=None, massive: Tensor | None = None,
+                 massive_factor: float | None = None, batch_size: int = 4):
+        if input_ids.ndim != 2 or input_ids.shape[1] < 2:
+            raise DataError("input_ids must be [chunks, seq] with seq >= 2")
+        self.model, self.ids = model, input_ids
+        self.B, self.T = input_ids.shape
+        self.source, self.factor, self.batch_size = hidden, massive_factor, batch_size
+        self.massive = None if massive is None else massive.reshape(-1)[: self.B * self.T].view(
+            self.B, self.T).bool()
+        self._hidden: dict[int, Tensor] = {}
+        self._base: dict[int, tuple[float, float]] = {}
+
+    @torch.no_grad()
+    def hidden(self, layer: int) -> Tensor:
+        """[B, T, d] float32 output of block `layer` on the chunks."""
+        if layer in self._hidden:
+            return self._hidden[layer]
+        if self.source is not None:
+            h = self.source[layer]
+            h = h.reshape(-1, h.shape[-1])[: self.B * self.T].float().view(self.B, self.T, -1)
+        else:
+            parts = []
+            dev = next(self.model.parameters()).device
+            with hooks.capture(self.model, [layer]) as got:
+                for s in range(0, self.B, self.batch_size):
+                    hooks.forward(self.model, input_ids=self.ids[s:s + self.batch_size].to(dev),
+                                  use_cache=False)
+                    parts.append(got[layer].float().cpu())
+            h = torch.cat(parts)
+        self._hidden[layer] = h
+        return h
+
+    def _spliced_tokens(self, layer: int) -> Tensor:
+        if self.massive is not None:
+            return ~self.massive
+        return ~massive_token_mask(self.hidden(layer), self.factor)
+
+    @torch.no_grad()
+    def loss(self, layer: int, fn=None, *, chunk: int = 4096) -> float:
+        """Mean next-token CE with `fn` ([n, d] -> [n, d], None: identity) applied to block
+        `layer`'s output at the spliced (non-massive) tokens."""
+        h = self.hidden(layer)
+        if fn is not None:
+            sel = self._spliced_tokens(layer)
+            x = h[sel]
+            h = h.clone()
+            h[sel] = torch.cat([fn(x[a:a + chunk]).to(h.dtype) for a in range(0, len(x), chunk)]
+                               ) if len(x) else x
+        total = 0.0
+        for s in range(0, self.B, self.batch_size):
+            logits = hooks.forward_from(self.model, h[s:s + self.batch_size], layer)
+            ids = self.ids[s:s + self.batch_size, 1:].to(logits.device)
+            total += float(F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids.flatten(),
+                                           reduction="sum"))
+        return total / (self.B * (self.T - 1))
+
+    def base(self, layer: int) -> tuple[float, float]:
+        """(clean, zero-ablation) loss at `layer`, computed once."""
+        if layer not in self._base:
+            self._base[layer] = (self.loss(layer), self.loss(layer, torch.zeros_like))
+        return self._base[layer]
+
+    def metrics(self, layer: int, sae) -> dict:
+        """The keys of `splice_metrics` but the KL: CE-loss score, delta LM loss, the three
+        losses and the token counts."""
+        clean, zero = self.base(layer)
+        spliced = self.loss(layer, lambda x: sae.reconstruct(x).detach())
+        n_spliced = int(self._spliced_tokens(layer).sum())
+        return {"ce_loss_score": ce_loss_score(clean, spliced, zero),
+                "delta_lm_loss": spliced - clean, "loss_clean": clean, "loss_spliced": spliced,
+                "loss_zero_ablation": zero, "n_predictions": self.B * (self.T - 1),
+                "n_spliced_tokens": n_spliced,
+                "n_massive_kept_clean": self.B * self.T - n_spliced, "layer": layer}

@@ -294,3 +294,26 @@ def test_bundled_data_gics_sub_industry_reference():
     assert abs(r.mean_corr() - 0.502) < 0.015
     assert abs(P.score(cl.one_cluster(universe)).mean_corr() - 0.261) < 0.01
     assert r.by_year["k"].iloc[0] == 127
+
+
+def test_cli_features_folder_limits_the_universe_for_every_method(tmp_path, capsys):
+    """`--features DIR` with vectors for part of the universe: every method is scored on the
+    companies the feature set covers, and the count left out is said."""
+    from finsae.cli import main
+    from finsae.features.store import FeatureSet
+    companies, prices = _synthetic_inputs()
+    cfile, pfile = tmp_path / "c.csv", tmp_path / "p.csv"
+    companies.to_csv(cfile, index=False)
+    prices.to_csv(pfile)
+    covered = companies["ticker"].tolist()[:9]
+    rng = np.random.default_rng(0)
+    V = pd.DataFrame(rng.random((9, 4)), index=covered, columns=[0, 1, 2, 3])
+    FeatureSet({"hidden": V}, pd.Series("", index=covered)).save(tmp_path / "fs")
+    rc = main(["evaluate", "--companies", str(cfile), "--prices", str(pfile), "--years",
+               "2002-2004", "--fit-years", "2002-2003", "--n-seeds", "2", "--k", "3",
+               "--methods", "hidden", "gics_sector", "--features", str(tmp_path / "fs"),
+               "--json"])
+    assert rc == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["universe"]["n_companies"] == 9
+    assert "9 of 12 companies have vectors" in out.err and "3 without are left out" in out.err

@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..pairs.settings import BacktestSettings
-from .common import common_inputs, features_option, load_feature_set
+from .common import common_inputs, feature_universe, features_option, load_feature_set
 from .options import add_dataclass_flags, dataclass_from_args, flag_name
 
 
@@ -33,8 +33,9 @@ def run(args) -> int:
     say = (lambda *_: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     companies = load_companies(args.companies)
     prices = load_prices(args.prices)
-    report = backtest_methods(companies, prices, settings,
-                              features=load_feature_set(args.features), progress=say)
+    fs = load_feature_set(args.features)
+    report = backtest_methods(companies, prices, settings, features=fs, progress=say,
+                              universe=feature_universe(companies, prices, fs, "backtest"))
     if args.out:
         report.save(args.out)
     if args.json:

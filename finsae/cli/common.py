@@ -31,6 +31,24 @@ def feature_inputs(p: argparse.ArgumentParser) -> None:
     features_option(p)
 
 
+def feature_universe(companies, prices, fs, what: str = "evaluation"):
+    """The evaluation universe limited to the companies the feature set `fs` covers (every
+    method is scored on the same companies), with the count left out said on stderr; None
+    when no feature set is given (the whole universe)."""
+    if fs is None:
+        return None
+    import sys
+
+    from ..data.universe import evaluation_universe
+    full = evaluation_universe(companies, prices)
+    universe = [t for t in full if t in fs.tickers]
+    if len(universe) < len(full):
+        print(f"{what} universe: {len(universe)} of {len(full)} companies have vectors in the "
+              f"feature set; {len(full) - len(universe)} without are left out for every "
+              f"method", file=sys.stderr)
+    return universe
+
+
 def load_feature_set(folder):
     """The `FeatureSet` in `folder` (None: None, the bundled vectors are used)."""
     if folder is None:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..data.errors import DataError
 from ..methods import EvaluateConfig
-from .common import common_inputs, features_option, load_feature_set
+from .common import common_inputs, feature_universe, features_option, load_feature_set
 from .options import add_dataclass_flags, dataclass_from_args, flag_name
 
 OLD_FLAGS = {"n_seeds": ("--seeds",)}
@@ -47,8 +47,9 @@ def make_context(args, cfg: EvaluateConfig):
     prices = load_prices(args.prices)
     check_price_years(prices, year_range(cfg.years), str(prices.attrs.get("source",
                                                                           args.prices)))
-    ctx = EvalContext.from_config(companies, prices, cfg,
-                                  features=load_feature_set(args.features))
+    fs = load_feature_set(args.features)
+    ctx = EvalContext.from_config(companies, prices, cfg, features=fs,
+                                  universe=feature_universe(companies, prices, fs))
     if len(ctx.universe) < 2:
         raise DataError("fewer than 2 companies have a description, SIC, all GICS levels and "
                         "prices: nothing to evaluate")

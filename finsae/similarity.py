@@ -103,9 +103,10 @@ def explain_match(vectors: pd.DataFrame, a: str, b: str, top: int = 5,
     latent whose label has that phrase (stemmed, or a run of 2+ words inside a longer phrase),
     lines picked greedily by the share they cover, so a line sums all features of one concept;
     "phrase": latents sharing a label's head phrase (the first of "a / b"); False: one latent a
-    line; a callable: concept lines with its keys (label -> {key: phrase shown}). A line's share is its latents' summed share, its score their share-weighted median,
-    ``ids`` and ``n_features`` name them, ``id`` is the largest; ``label`` is the line's phrase
-    (a one-latent line: that latent's full label).
+    line; a callable: concept lines with its keys (label -> {key: phrase shown}). A line's
+    share is its latents' summed share, its score their share-weighted median, ``ids`` and
+    ``n_features`` name them, ``id`` is the largest; ``label`` is the line's phrase (a
+    one-latent line: that latent's full label).
 
     Returns {"cosine", "features": DataFrame id, label, contribution, score, doc_freq, checked,
     n_features, ids,

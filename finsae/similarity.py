@@ -89,23 +89,32 @@ MIN_SCORE, GENERIC = 0.7, 0.5
 
 def explain_match(vectors: pd.DataFrame, a: str, b: str, top: int = 5,
                   labels: Mapping[int, Mapping] | None = None, *, min_score: float = MIN_SCORE,
-                  generic: float = GENERIC, group: bool = True) -> dict:
+                  generic: float = GENERIC, group=True) -> dict:
     """The features behind the cosine similarity of a and b, as a person can check them.
 
     labels: latent id -> label record ("label", and where known "score", "doc_freq").
     Latents firing in more than `generic` of the companies (doc_freq) are not shown but summed
     into "generic"; among the others with a positive share, those whose label's detection
-    score is at least `min_score` are shown first (largest share first), then, if fewer than
-    `top` pass, the largest of the rest (flagged ``checked=False``). group: passing latents
-    whose labels share a head phrase (the first of "a / b") are one line, their shares summed
-    (a model has many near-duplicate latents for "loans" or "oil"); its score is their
-    share-weighted mean, ``ids`` and ``n_features`` name them, ``id`` is the largest.
+    score is at least `min_score` are shown first, then, if fewer than `top` lines pass, the
+    largest of the rest one by one (flagged ``checked=False``).
+
+    group: how passing latents make lines. True or "concept": by concept (see
+    `finsae.features.label_groups.concept_lines`): each line is a phrase and every passing
+    latent whose label has that phrase (stemmed, or a run of 2+ words inside a longer phrase),
+    lines picked greedily by the share they cover, so a line sums all features of one concept;
+    "phrase": latents sharing a label's head phrase (the first of "a / b"); False: one latent a
+    line; a callable: concept lines with its keys (label -> {key: phrase shown}). A line's
+    share is its latents' summed share, its score their share-weighted median, ``ids`` and
+    ``n_features`` name them, ``id`` is the largest; ``label`` is the line's phrase (a
+    one-latent line: that latent's full label).
 
     Returns {"cosine", "features": DataFrame id, label, contribution, score, doc_freq, checked,
     n_features, ids,
-    "shown" (sum of the shown shares), "shown_share" (shown / cosine), "generic" (share of the
-    generic latents), "n_generic", "rest" (everything else)}: shown + generic + rest = cosine.
+    "shown" (sum of the shown shares), "shown_share" (shown / cosine), "checked_share" (the
+    checked lines' share / cosine), "generic" (share of the generic latents), "n_generic",
+    "rest" (everything else)}: shown + generic + rest = cosine.
     """
+    from .features.label_groups import concept_lines, weighted_median
     ia, ib = _row(vectors, a, "the company features"), _row(vectors, b, "the company features")
     c = contributions(vectors.iloc[ia], vectors.iloc[ib])
     c = c[c != 0]
@@ -119,37 +128,44 @@ def explain_match(vectors: pd.DataFrame, a: str, b: str, top: int = 5,
     is_gen = (dfreq > generic).reindex(c.index, fill_value=False).to_numpy()
     cand = c[~is_gen & (c > 0).to_numpy()].sort_values(ascending=False, kind="stable")
     ok = (score.reindex(cand.index) >= min_score).to_numpy()
-    # units: single latents, or (group=True) the passing latents sharing a label's head phrase
-    units, heads = [], {}
-    for j, good in zip(cand.index, ok):
-        head = str(rec[j].get("label", "")).split(" / ")[0].strip()
-        if group and good and head:
-            if head in heads:
-                units[heads[head]][0].append(j)
-                continue
-            heads[head] = len(units)
-        units.append(([j], bool(good)))
-    tot = [float(c[ids].sum()) for ids, _ in units]
-    order = sorted(range(len(units)), key=lambda u: -tot[u])
-    passing = [u for u in order if units[u][1]][:top]
-    shown = passing + [u for u in order if not units[u][1]][:max(0, top - len(passing))]
+    text = {j: str(rec[j].get("label", "")) for j in cand.index}
+    good = [j for j, g in zip(cand.index, ok) if g]
+    if group in (True, "concept") or callable(group):
+        kw = {"keys": group} if callable(group) else {}
+        units = [(ids, phrase if len(ids) > 1 else text[ids[0]])
+                 for phrase, ids in concept_lines(cand[good].to_dict(), text, top, **kw)]
+    elif group == "phrase":
+        heads: dict = {}
+        for j in good:
+            heads.setdefault(text[j].split(" / ")[0].strip() or j, []).append(j)
+        units = [(ids, text[ids[0]]) for ids in heads.values()]
+    elif group is False:
+        units = [([j], text[j]) for j in good]
+    else:
+        raise DataError(f"group must be True, 'concept', 'phrase', False or a callable; "
+                        f"got {group!r}")
+    units = sorted(units, key=lambda u: -float(c[u[0]].sum()))[:top]
+    units = [(ids, lab, True) for ids, lab in units] + [
+        ([j], text[j], False) for j, g in zip(cand.index, ok) if not g][:max(0, top - len(units))]
 
     def wscore(ids):
-        w = [(float(c[j]), score.get(j)) for j in ids if not pd.isna(score.get(j))]
-        return round(sum(a * b for a, b in w) / sum(a for a, _ in w), 4) if w else None
+        s = weighted_median([score.get(j) for j in ids], [float(c[j]) for j in ids])
+        return None if s is None else round(s, 4)
 
-    lead = [units[u][0][0] for u in shown]
+    lead = [ids[0] for ids, _, _ in units]
     feats = pd.DataFrame({
-        "id": lead, "label": [str(rec[j].get("label", "")) for j in lead],
-        "contribution": [tot[u] for u in shown],
-        "score": [wscore(units[u][0]) for u in shown],
+        "id": lead, "label": [lab for _, lab, _ in units],
+        "contribution": [float(c[ids].sum()) for ids, _, _ in units],
+        "score": [wscore(ids) for ids, _, _ in units],
         "doc_freq": [None if pd.isna(dfreq.get(j)) else float(dfreq[j]) for j in lead],
-        "checked": [units[u][1] for u in shown],
-        "n_features": [len(units[u][0]) for u in shown],
-        "ids": [list(units[u][0]) for u in shown]})
+        "checked": [chk for _, _, chk in units],
+        "n_features": [len(ids) for ids, _, _ in units],
+        "ids": [list(ids) for ids, _, _ in units]})
     s_shown, s_gen = float(feats["contribution"].sum()), float(c[is_gen].sum())
+    s_chk = float(feats["contribution"][feats["checked"].astype(bool)].sum())
     return {"cosine": cos, "features": feats, "shown": s_shown,
             "shown_share": s_shown / cos if cos > 0 else float("nan"),
+            "checked_share": s_chk / cos if cos > 0 else float("nan"),
             "generic": s_gen, "n_generic": int(is_gen.sum()), "rest": cos - s_shown - s_gen}
 
 

@@ -95,7 +95,7 @@ import pandas as pd  # noqa: E402
 from finsae.cli import main  # noqa: E402
 from finsae.features.labels import select_labels, to_html, to_json  # noqa: E402
 from finsae.features.store import FeatureSet  # noqa: E402
-from finsae.similarity import explain_match  # noqa: E402
+from finsae.similarity import contributions, explain_match  # noqa: E402
 
 
 @pytest.fixture
@@ -135,13 +135,48 @@ def test_explain_match_bar_generic_and_share(scored):
     g = explain_match(W, "A", "B", top=1, labels=rec4)
     c = g["features"].iloc[0]
     assert c["n_features"] == 2 and set(c["ids"]) == {1, 4}
-    assert c["score"] == pytest.approx(0.875)  # equal shares: the mean of 0.95 and 0.8
+    # the share-weighted median: equal shares, the lower of 0.95 and 0.8
+    assert c["score"] == pytest.approx(0.8)
     single = explain_match(W, "A", "B", top=1, labels=rec4, group=False)
     assert single["features"]["n_features"][0] == 1
     assert g["shown"] > single["shown"]
     # a plain id -> label map (no scores): contribution order, nothing folded
     plain = explain_match(V, "A", "B", top=3, labels={0: "x"})
     assert list(plain["features"]["id"]) == [0, 2, 1] and plain["n_generic"] == 0
+
+
+def test_explain_match_groups_features_by_concept():
+    """Features whose labels name the same concept (plurals, a longer phrase holding it, a
+    second phrase) are one line whose share is the sum of theirs; unrelated ones are not."""
+    from finsae.features.label_groups import concept_keys, concept_lines, stem
+    assert stem("loans") == "loan" and stem("utilities") == "utility" and stem("gas") == "gas"
+    assert "data center" in concept_keys("data centers / cloud")
+    assert "gas" not in concept_keys("natural gas") and "gas" in concept_keys("oil / gas")
+    lab = {0: "data center", 1: "data centers / servers", 2: "cloud / data center operators",
+           3: "crude oil", 4: "petroleum / crude oil", 5: "natural gas", 6: "banking", 7: "loans",
+           8: "generic words"}
+    score = {0: 0.9, 1: 0.8, 2: 0.95, 3: 0.85, 4: 0.9, 5: 0.75, 6: 0.6, 7: None, 8: 0.99}
+    u = np.array([3.0, 2.0, 1.0, 1.5, 1.0, 0.5, 2.5, 1.0, 4.0])
+    V = pd.DataFrame([u, u, np.ones(9)], index=["A", "B", "C"], columns=range(9))
+    rec = {j: {"label": lab[j], "score": score[j], "doc_freq": 0.9 if j == 8 else 0.1}
+           for j in lab}
+    ex = explain_match(V, "A", "B", top=3, labels=rec)
+    f, c = ex["features"], contributions(V.loc["A"], V.loc["B"])
+    assert list(f["label"]) == ["data center", "crude oil", "natural gas"]
+    assert set(f["ids"][0]) == {0, 1, 2} and f["n_features"][0] == 3
+    assert f["contribution"][0] == pytest.approx(c[[0, 1, 2]].sum())
+    assert set(f["ids"][1]) == {3, 4} and f["contribution"][1] == pytest.approx(c[[3, 4]].sum())
+    assert f["score"][0] == pytest.approx(0.9)  # share-weighted median of 0.9, 0.8, 0.95
+    assert all(f["checked"]) and ex["n_generic"] == 1
+    assert ex["shown_share"] == pytest.approx(c[[0, 1, 2, 3, 4, 5]].sum() / c.sum())
+    # below the bar (6) or unscored (7): never in a line, shown one by one after the lines
+    more = explain_match(V, "A", "B", top=5, labels=rec)["features"]
+    assert list(more["checked"]) == [True, True, True, False, False]
+    assert [ids for ids in more["ids"][3:]] == [[6], [7]]
+    # by exact head phrase, "data centers" and "petroleum / crude oil" stay apart
+    head = explain_match(V, "A", "B", top=3, labels=rec, group="phrase")["features"]
+    assert head["n_features"].max() == 1
+    assert concept_lines({0: 1.0, 1: 1.0}, {0: "", 1: "x"}, top=5) == [("x", [1]), ("", [0])]
 
 
 def test_show_export_and_similar_cli_carry_scores(scored, tmp_path, capsys):

@@ -9,6 +9,15 @@ a summary to --out.
 
     python experiments/labels/measure.py --store ~/.cache/finsae/activations/<key> \
         --sae ~/.cache/finsae/search/sae/L5-both864833-d16384-k32-t1000000-s0 --out /tmp/labels
+
+With --bundled it reads instead the bundled vectors and labels (data/features, unchanged) and
+measures the explanation lines: for the ten showcase companies and a seeded random sample of
+--sample companies, each with its --peers nearest, the median detection score over all latents
+(and those firing in >= 5 companies), of the features in the shown checked lines, the median
+share of the cosine the checked lines carry and the generic line's share, by number of lines
+(3, 5, 8, 10) and way of grouping (concept, head phrase, none):
+
+    python experiments/labels/measure.py --bundled --out /tmp/lines
 """
 from __future__ import annotations
 
@@ -25,13 +34,118 @@ from finsae.features.company import content_token_mask
 from finsae.features.labels import context_labels, median_score, to_json
 from finsae.lm.store import ActivationStore
 from finsae.sae import load_sae
-from finsae.similarity import explain_match, neighbours
+from finsae.similarity import GENERIC, MIN_SCORE, contributions, explain_match, neighbours
 
 SHOWCASE = ["AAPL", "NVDA", "JPM", "XOM", "PFE", "WMT", "BA", "KO", "NEE", "AMT"]
 
 
+LINES = (3, 5, 8, 10)
+
+
+def line_figures(vec, lab, tickers, peers=5, group=True, lines=LINES):
+    """Per number of lines n: the median score of the latents in the n largest checked lines,
+    the median of those lines' scores, the median share of the cosine they carry, and the
+    median share of the generic line (one `explain_match` per pair: greedy lines come largest
+    first, so the first n of max(lines) are the n lines)."""
+    per = {n: {"scores": [], "line_scores": [], "share": []} for n in lines}
+    gen, coh, ceiling = [], [], []
+    rec = [lab.get(int(j)) or {} for j in vec.columns]
+    checked = np.array([(r.get("score") or 0) >= MIN_SCORE and r.get("doc_freq", 1) <= GENERIC
+                        for r in rec])
+    for t in tickers:
+        for p in neighbours(vec, t, peers)["ticker"]:
+            ex = explain_match(vec, t, p, top=max(lines), labels=lab, group=group)
+            f = ex["features"][ex["features"]["checked"].astype(bool)]
+            gen.append(ex["generic"] / ex["cosine"])
+            c = contributions(vec.loc[t], vec.loc[p]).to_numpy()
+            ceiling.append((float(c[checked & (c > 0)].sum()) / ex["cosine"],
+                            int((checked & (c > 0)).sum())))
+            coh += [ids for ids in f["ids"].head(min(lines)) if len(ids) > 1]
+            for n in lines:
+                g = f.head(n)
+                per[n]["scores"] += [lab[int(j)]["score"] for ids in g["ids"] for j in ids]
+                per[n]["line_scores"] += [x for x in g["score"] if x is not None]
+                per[n]["share"].append(float(g["contribution"].sum()) / ex["cosine"])
+    out = {n: {"median_score_shown": float(np.median(v["scores"])),
+               "median_line_score": float(np.median(v["line_scores"])),
+               "median_checked_share": float(np.median(v["share"])),
+               "n_pairs": len(v["share"])} for n, v in per.items()}
+    out["all checked"] = {"median_checked_share": float(np.median([x for x, _ in ceiling])),
+                          "median_n_features": float(np.median([n for _, n in ceiling]))}
+    return out, float(np.median(gen)), coherence(vec, lab, coh)
+
+
+def coherence(vec, lab, groups, n_pairs=2000, seed=0):
+    """Do a line's latents fire in the same companies? The median Jaccard overlap of the
+    company sets of two latents in one shown line, against two random checked latents."""
+    B = vec.to_numpy() > 0
+    col = {c: i for i, c in enumerate(vec.columns)}
+    rng = np.random.default_rng(seed)
+
+    def jac(i, j):
+        u = (B[:, i] | B[:, j]).sum()
+        return (B[:, i] & B[:, j]).sum() / u if u else 0.0
+    within = []
+    for ids in groups:
+        for _ in range(3):
+            a, b = rng.choice(len(ids), 2, replace=False)
+            within.append(jac(col[ids[a]], col[ids[b]]))
+    pool = [col[j] for j in vec.columns if (lab.get(int(j)) or {}).get("score") is not None
+            and lab[int(j)]["score"] >= 0.7 and lab[int(j)].get("doc_freq", 1) <= 0.5]
+    rand = [jac(*rng.choice(pool, 2, replace=False)) for _ in range(n_pairs)]
+    return {"within_line": float(np.median(within)) if within else None,
+            "random_checked": float(np.median(rand))}
+
+
+def bundled(a):
+    """The line figures on the bundled vectors and labels."""
+    from finsae.features.bundled import bundled_feature_set
+    fs = bundled_feature_set()
+    vec, lab = fs.vectors["sae"], fs.labels
+    rng = np.random.default_rng(a.seed)
+    sample = sorted(rng.choice(list(vec.index), a.sample, replace=False).tolist())
+    res = {"median_score_all": median_score(lab, min_companies=1),
+           "median_score_min5": median_score(lab, min_companies=5),
+           "n_scored": sum(v.get("score") is not None for v in lab.values()),
+           "peers": a.peers, "sample": a.sample, "seed": a.seed}
+    for name, ts in (("showcase", [t for t in SHOWCASE if t in vec.index]), ("random", sample)):
+        for group in ("concept", "phrase", False):
+            t0 = time.perf_counter()
+            by_n, gen, coh = line_figures(vec, lab, ts, a.peers, group)
+            res[f"{name}/{group or 'none'}"] = {
+                "lines": by_n, "median_generic_share": gen, "coherence": coh,
+                "seconds": round(time.perf_counter() - t0, 1)}
+            print(name, group, json.dumps(res[f"{name}/{group or 'none'}"]), flush=True)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / "lines.json").write_text(json.dumps(res, indent=1))
+    print(f"median detection score: all {res['median_score_all']:.2f} "
+          f"({res['n_scored']} scored), firing in >= 5 companies {res['median_score_min5']:.2f}")
+    print("| companies | grouping | lines | median score, shown features | median line score "
+          "| median checked share | generic share | Jaccard within line / random |")
+    print("|---|---|---|---|---|---|---|---|")
+    for k, v in res.items():
+        if not isinstance(v, dict) or "lines" not in v:
+            continue
+        c = v["coherence"]
+        cj = "n/a" if c["within_line"] is None else f"{c['within_line']:.2f}"
+        for n, f in v["lines"].items():
+            if n == "all checked":
+                print(f"| {k.split('/')[0]} | {k.split('/')[1]} | all checked features "
+                      f"(median {f['median_n_features']:.0f}) | | | "
+                      f"{f['median_checked_share']:.1%} | | |")
+                continue
+            print(f"| {k.split('/')[0]} ({f['n_pairs']} pairs) | {k.split('/')[1]} | {n} | "
+                  f"{f['median_score_shown']:.2f} | {f['median_line_score']:.2f} | "
+                  f"{f['median_checked_share']:.1%} | {v['median_generic_share']:.1%} | "
+                  f"{cj} / {c['random_checked']:.2f} |")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
+    ap.add_argument("--bundled", action="store_true",
+                    help="measure the explanation lines on the bundled vectors and labels")
+    ap.add_argument("--sample", type=int, default=100, help="with --bundled: random companies")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--store")
     ap.add_argument("--sae")
     ap.add_argument("--layer", type=int, default=5)
@@ -42,6 +156,8 @@ def main(argv=None):
                     help="an .npz of the token latents (written here on the first run as "
                          "OUT/token_latents.npz) to skip the SAE encoding")
     a = ap.parse_args(argv)
+    if a.bundled:
+        return bundled(a)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -167,20 +167,27 @@ def run_explain(args) -> int:
         df = distinctive_features(V, tickers, top=V.shape[1], labels=labels)
     ok = [_passes(fs.labels.get(_int(j)), args.min_score, generic) for j in df["id"]]
     df = df[ok].reset_index(drop=True)
-    # one line per label head phrase (as `similar --explain`): the strongest feature, with the
-    # number of passing features sharing it among the next ones
-    head = df["label"].astype(str).str.split(" / ").str[0].str.strip()
-    df["n_features"] = head.map(head.iloc[:max(args.top * 10, 50)].value_counts()).fillna(1)
-    df = df[~head.duplicated() | (head == "")].head(args.top).reset_index(drop=True)
-    df["n_features"] = df["n_features"].astype(int)
-    df["score"] = [(fs.labels.get(_int(j)) or {}).get("score") for j in df["id"]]
+    # one line per concept (as `similar --explain`): passing features whose labels share a
+    # phrase, found among the strongest; the line's row is its strongest feature's
+    from ..features.label_groups import concept_lines, weighted_median
+    col = "drop" if args.by == "ablation" else "difference"
+    pool = df.head(max(args.top * 20, 200))
+    pool = pool[pool[col] > 0]
+    weight = dict(zip(pool["id"], pool[col].astype(float)))
+    lines = concept_lines(weight, dict(zip(pool["id"], pool["label"].astype(str))), args.top)
+    row = {j: i for i, j in enumerate(df["id"])}
+    df = df.iloc[[row[ids[0]] for _, ids in lines]].reset_index(drop=True)
+    df["label"] = [p if len(ids) > 1 else lab for (p, ids), lab in zip(lines, df["label"])]
+    df["n_features"] = [len(ids) for _, ids in lines]
+    df["ids"] = [[_int(j) for j in ids] for _, ids in lines]
+    df["score"] = [weighted_median([(fs.labels.get(_int(j)) or {}).get("score", float("nan"))
+                                    for j in ids], [weight[j] for j in ids]) for _, ids in lines]
     df["doc_freq"] = [(fs.labels.get(_int(j)) or {}).get("doc_freq") for j in df["id"]]
     if args.json:
         print(df.to_json(orient="records", indent=1))
         return 0
     print(f"features setting {', '.join(tickers)} apart ({args.by}; features firing in more "
           f"than {generic:.0%} of companies left out):")
-    col = "drop" if args.by == "ablation" else "difference"
     for r in df.itertuples():
         more = f", {r.n_features} features" if r.n_features > 1 else ""
         sc = "" if r.score is None or r.score != r.score else f"   (score {r.score:.2f}{more})"

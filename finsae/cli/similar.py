@@ -61,6 +61,9 @@ def run(args) -> int:
                       "(firing in most companies)")
             print(f"        {e['rest']:+.3f}  the remaining features")
             share = "n/a" if e["shown_share"] is None else f"{e['shown_share']:.0%}"
+            chk = e.get("checked_share")
+            more = ("" if chk is None or e["shown_share"] is None
+                    or abs(chk - e["shown_share"]) < 1e-9 else f", the checked lines {chk:.0%}")
             print(f"        shown features carry {share} of the SAE cosine "
-                  f"{e['cosine']:.3f}")
+                  f"{e['cosine']:.3f}{more}")
     return 0

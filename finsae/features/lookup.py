@@ -21,8 +21,10 @@ class LookupConfig:
     method: str = "sae"
     #: list the SAE features behind each match, with their labels
     explain: bool = False
-    #: features per match when explaining
-    n_features: int = 5
+    #: lines per match when explaining: each line is one concept, all the checked features
+    #: whose labels share a phrase (8: about a quarter of the cosine on the bundled features,
+    #: experiments/results/labels.md)
+    n_features: int = 8
     #: when explaining, show first the features whose label's detection score (held-out
     #: AUROC) is at least this (none: 0.7, `finsae.similarity.MIN_SCORE`)
     min_score: float | None = None
@@ -43,7 +45,8 @@ def similar(fs, ticker: str, top: int = _D.top, method: str = _D.method,
     With explain: "features" [{id, label, contribution, score, doc_freq, checked, n_features,
     ids}] (see `finsae.similarity.explain_match`: labels passing the detection-score bar
     `min_score` first, generic latents firing in more than `generic` of the companies left out) and
-    "explained" {cosine, shown, shown_share, generic, n_generic, rest} of the SAE cosine."""
+    "explained" {cosine, shown, shown_share, checked_share, generic, n_generic, rest} of the SAE
+    cosine."""
     from ..data.errors import DataError
     from ..similarity import GENERIC, MIN_SCORE, explain_match, neighbours
     if top < 1:
@@ -68,8 +71,8 @@ def similar(fs, ticker: str, top: int = _D.top, method: str = _D.method,
                  "n_features": int(r.n_features), "ids": [int(i) for i in r.ids]}
                 for r in ex["features"].itertuples()]
             rec["explained"] = {k: (_num(ex[k], 6) if k != "n_generic" else int(ex[k]))
-                                for k in ("cosine", "shown", "shown_share", "generic",
-                                          "n_generic", "rest")}
+                                for k in ("cosine", "shown", "shown_share", "checked_share",
+                                          "generic", "n_generic", "rest")}
         out.append(rec)
     return out
 

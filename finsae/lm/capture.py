@@ -271,18 +271,19 @@ def _encode_shard(lm: LM, tok: Tokenized, first_doc: int, cfg: CaptureConfig,
     return out
 
 
-def _batches(lengths: list[int], budget: int, extra: int, overhead: int = 256
-             ) -> list[list[int]]:
-    """Indices sorted longest first and cut into batches whose padded size (count x longest,
-    each text `extra` tokens longer) is <= budget, the cuts chosen to minimise the padded
-    tokens plus `overhead` tokens per batch (dynamic programming over the cut points)."""
+def _batches(lengths: list[int], budget: int, extra: int, overhead: int = 256,
+             max_rows: int = 256) -> list[list[int]]:
+    """Indices sorted longest first and cut into batches of at most max_rows texts whose padded
+    size (count x longest, each text `extra` tokens longer) is <= budget, the cuts chosen to
+    minimise the padded tokens plus `overhead` tokens per batch (dynamic programming over the
+    cut points; max_rows bounds its cost on very short texts)."""
     order = sorted(range(len(lengths)), key=lambda k: -lengths[k])
     size = [lengths[k] + extra for k in order]
     n = len(order)
     best = [0.0] + [math.inf] * n                      # best[j]: cost of the first j texts
     cut = [0] * (n + 1)
     for j in range(1, n + 1):
-        for i in range(j - 1, -1, -1):                 # batch order[i:j], longest size[i]
+        for i in range(j - 1, max(j - max_rows, 0) - 1, -1):   # batch order[i:j]
             if (j - i) * size[i] > budget and i < j - 1:
                 break
             c = best[i] + (j - i) * size[i] + overhead

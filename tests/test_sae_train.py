@@ -130,8 +130,12 @@ def test_stream_activations_from_a_tiny_llama():
     texts = ["the firm makes chips", "the firm sells cloud and chips", "chips"]
     chunks = list(stream_activations(model, tok, texts, layer=1, batch_size=2))
     assert [c.shape for c in chunks] == [(10, 8), (1, 8)]
+    # tokenized as the capture does: BOS prepended, then dropped with the padding
     ids = tok(texts[:2], return_tensors="pt", padding=True)
-    ref = model(**ids, output_hidden_states=True).hidden_states[2]
+    bos = torch.full((2, 1), tok.bos_token_id)
+    ref = model(input_ids=torch.cat([bos, ids["input_ids"]], 1),
+                attention_mask=torch.cat([torch.ones_like(bos), ids["attention_mask"]], 1),
+                output_hidden_states=True).hidden_states[2][:, 1:]
     assert torch.allclose(chunks[0], ref[ids["attention_mask"].bool()], atol=1e-5)
 
 

@@ -62,7 +62,9 @@ def register(subparsers) -> None:
                    help="block to splice after (default: the SAE's recorded layer)")
     e.add_argument("--texts", type=int, default=64,
                    help="bundled company descriptions used for the splice (default: %(default)s)")
-    e.add_argument("--max-length", type=int, default=256)
+    e.add_argument("--max-length", type=int, default=256,
+                   help="text tokens per text for the splice metrics (the BOS prepended as "
+                        "in the capture is not counted)")
     e.add_argument("--no-lm", action="store_true", help="skip the LM splice metrics")
     e.add_argument("--massive-factor", type=float, default=TrainConfig.massive_factor,
                    help="drop tokens with norm above this multiple of the median, as in "

@@ -15,7 +15,8 @@ from .defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from .hooks import block, decoder_layers, forward_from
 from .load import KNOWN_MODELS, LM, fingerprint, load_lm
 from .store import ActivationStore, EncodeStats
+from .tokens import model_inputs
 
 __all__ = ["ActivationStore", "CaptureConfig", "DEFAULT_LAYER", "DEFAULT_MODEL", "EncodeStats", "KNOWN_MODELS",
            "LM", "block", "cache_key", "capture_blocks", "decoder_layers", "encode_texts",
-           "fingerprint", "forward_from", "load_lm", "pack_tokens", "tokenize"]
+           "fingerprint", "forward_from", "load_lm", "model_inputs", "pack_tokens", "tokenize"]

@@ -5,11 +5,16 @@ Index convention: block i's output is ``hidden_states[i + 1]`` of a transformers
 the last block, whose hidden_states entry has the final norm applied; here it is the raw
 block output.
 
+Tokens: `finsae.lm.tokens` (the BOS convention shared with the SAE training stream and the
+splice metrics).
+
 Speed: the hook on the last requested block ends the forward (`hooks.capture`), so the blocks
-after it and the LM head (a 49k-vocabulary matmul for SmolLM2) never run. Texts are batched by
-length within a shard under a token budget, and padded on the right: in a causal model real
-tokens never attend to later (padding) positions, so a text's activations do not depend on its
-batch.
+after it and the LM head (a 49k-vocabulary matmul for SmolLM2) never run. Texts are sorted by
+length within a shard and cut into batches under a token budget at the points that minimise
+padding plus a per-batch overhead, and padded on the right: in a causal model real tokens never
+attend to later (padding) positions, so a text's activations do not depend on its batch, and
+the forward needs no attention mask (the attention runs its plain causal kernel). Timings and
+the bf16 mode (a model loaded with ``dtype=bfloat16``): docs/speed.md.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -34,6 +39,7 @@ from .defaults import DEFAULT_LAYER
 from .hooks import capture, decoder_layers, forward
 from .load import LM
 from .store import (FORMAT, ActivationStore, EncodeStats, read_shard, write_json, write_shard)
+from .tokens import Tokenized, bos_id, pad_batch, pad_id, tokenize
 
 
 @dataclass(frozen=True)
@@ -55,11 +61,6 @@ class CaptureConfig:
     #: text tokens per cache shard, the unit of resumption and of the split between torchrun
     #: processes
     shard_tokens: int = 32768
-
-
-class Tokenized(NamedTuple):
-    ids: list[list[int]]                   # text tokens, no BOS
-    offsets: list[list[tuple[int, int]]]   # (start, end) characters of each token
 
 
 def encode_texts(lm: LM, texts: Sequence[str], layers: Sequence[int] | int = (DEFAULT_LAYER,),
@@ -92,7 +93,7 @@ def encode_texts(lm: LM, texts: Sequence[str], layers: Sequence[int] | int = (DE
     if cfg.max_tokens < 1 or cfg.batch_tokens < 1 or cfg.shard_tokens < 1:
         raise ValueError("max_tokens, batch_tokens and shard_tokens must be positive")
     texts = _check_texts(texts)
-    bos_id = _bos_id(lm) if cfg.bos else None
+    bos_tok = _bos_id(lm) if cfg.bos else None
     tok = tokenize(lm.tokenizer, texts, cfg.max_tokens)
     empty = [i for i, ids in enumerate(tok.ids) if not ids]
     if empty:
@@ -108,7 +109,7 @@ def encode_texts(lm: LM, texts: Sequence[str], layers: Sequence[int] | int = (DE
     if manifest is None:
         manifest = {"format": FORMAT, "key": key, "model": lm.name, "source": lm.source,
                     "fingerprint": lm.fingerprint, "d_model": lm.d_model,
-                    "n_layers": lm.n_layers, "bos_id": bos_id, "n_texts": len(texts),
+                    "n_layers": lm.n_layers, "bos_id": bos_tok, "n_texts": len(texts),
                     "texts_sha256": texts_digest(texts),
                     **{k: v for k, v in asdict(cfg).items() if k != "batch_tokens"},
                     "layers": list(cfg.layers),
@@ -148,7 +149,7 @@ def encode_texts(lm: LM, texts: Sequence[str], layers: Sequence[int] | int = (DE
                 s = manifest["shards"][j]
                 a, b = s["start"], s["end"]
                 tensors = _encode_shard(lm, Tokenized(tok.ids[a:b], tok.offsets[a:b]), a,
-                                        cfg, bos_id, captured, bar)
+                                        cfg, bos_tok, captured, bar)
                 if folder is None:
                     shards[j] = tensors
                 else:
@@ -170,15 +171,6 @@ def encode_texts(lm: LM, texts: Sequence[str], layers: Sequence[int] | int = (DE
     stats = EncodeStats(len(texts), total, total - done, len(todo),
                         len(manifest["shards"]) - len(todo), seconds)
     return ActivationStore(manifest, shards, folder, texts=list(texts), stats=stats)
-
-
-def tokenize(tokenizer, texts: Sequence[str], max_tokens: int) -> Tokenized:
-    """Text tokens (no special tokens) and their character offsets, truncated to max_tokens."""
-    enc = tokenizer(list(texts), add_special_tokens=False, truncation=True,
-                    max_length=max_tokens, return_offsets_mapping=True,
-                    return_attention_mask=False)
-    return Tokenized([list(x) for x in enc["input_ids"]],
-                     [[tuple(o) for o in x] for x in enc["offset_mapping"]])
 
 
 def cache_key(lm: LM, cfg: CaptureConfig, texts: Sequence[str]) -> str:
@@ -237,7 +229,7 @@ def capture_blocks(model: torch.nn.Module, chunks: torch.Tensor,
 
 # ---- internals ----------------------------------------------------------------------------
 def _encode_shard(lm: LM, tok: Tokenized, first_doc: int, cfg: CaptureConfig,
-                  bos_id: int | None, captured: dict, bar) -> dict[str, torch.Tensor]:
+                  bos: int | None, captured: dict, bar) -> dict[str, torch.Tensor]:
     n_docs = len(tok.ids)
     lengths = torch.tensor([len(x) for x in tok.ids])
     starts = torch.cumsum(lengths, 0) - lengths        # row of each text's first token
@@ -245,30 +237,24 @@ def _encode_shard(lm: LM, tok: Tokenized, first_doc: int, cfg: CaptureConfig,
     d = lm.d_model
     rows = {i: torch.empty(n, d, dtype=torch.float32) for i in cfg.layers}
     device = lm.device
-    pad = lm.tokenizer.pad_token_id
-    pad = 0 if pad is None else pad                    # any id: padded positions are masked
-    skip = 1 if bos_id is not None else 0
+    pad = pad_id(lm.tokenizer)                         # any id: padded positions are dropped
 
     with torch.inference_mode():
-        for batch in _batches(lengths.tolist(), cfg.batch_tokens, skip):
-            width = max(len(tok.ids[k]) for k in batch) + skip
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, k in enumerate(batch):
-                seq = ([bos_id] if skip else []) + tok.ids[k]
-                ids[r, :len(seq)] = torch.tensor(seq)
-                mask[r, :len(seq)] = 1
+        for batch in _batches(lengths.tolist(), cfg.batch_tokens, 0 if bos is None else 1):
+            inp = pad_batch([tok.ids[k] for k in batch], bos, pad)
+            dest = torch.cat([torch.arange(int(starts[k]), int(starts[k]) + len(tok.ids[k]))
+                              for k in batch])
             captured.clear()
-            if not forward(lm.model, input_ids=ids.to(device), attention_mask=mask.to(device),
-                           use_cache=False):
+            # No attention mask: with right padding, real tokens never attend to the padding
+            # after them in a causal model, so they come out as with the mask, and the
+            # attention runs its plain causal kernel with no [B, 1, T, T] mask to build.
+            if not forward(lm.model, input_ids=inp.input_ids.to(device), use_cache=False):
                 raise RuntimeError("the forward finished without reaching the last requested "
                                    "block (are the hooks on this model's decoder blocks?)")
+            keep = inp.keep.to(device)
             for i in cfg.layers:
-                h = captured[i].float().cpu()
-                for r, k in enumerate(batch):
-                    s, m = int(starts[k]), len(tok.ids[k])
-                    rows[i][s:s + m] = h[r, skip:skip + m]
-            bar.update(sum(len(tok.ids[k]) for k in batch))
+                rows[i].index_copy_(0, dest, captured[i][keep].to("cpu", torch.float32))
+            bar.update(len(dest))
 
     local = torch.repeat_interleave(torch.arange(n_docs), lengths)
     out = {"n_tokens": lengths}
@@ -285,16 +271,29 @@ def _encode_shard(lm: LM, tok: Tokenized, first_doc: int, cfg: CaptureConfig,
     return out
 
 
-def _batches(lengths: list[int], budget: int, extra: int) -> list[list[int]]:
-    """Indices grouped longest first, each batch's padded size (count x longest) <= budget."""
+def _batches(lengths: list[int], budget: int, extra: int, overhead: int = 256,
+             max_rows: int = 256) -> list[list[int]]:
+    """Indices sorted longest first and cut into batches of at most max_rows texts whose padded
+    size (count x longest, each text `extra` tokens longer) is <= budget, the cuts chosen to
+    minimise the padded tokens plus `overhead` tokens per batch (dynamic programming over the
+    cut points; max_rows bounds its cost on very short texts)."""
     order = sorted(range(len(lengths)), key=lambda k: -lengths[k])
-    batches: list[list[int]] = []
-    for k in order:
-        if batches and (len(batches[-1]) + 1) * (lengths[batches[-1][0]] + extra) <= budget:
-            batches[-1].append(k)
-        else:
-            batches.append([k])
-    return batches
+    size = [lengths[k] + extra for k in order]
+    n = len(order)
+    best = [0.0] + [math.inf] * n                      # best[j]: cost of the first j texts
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j - 1, max(j - max_rows, 0) - 1, -1):   # batch order[i:j]
+            if (j - i) * size[i] > budget and i < j - 1:
+                break
+            c = best[i] + (j - i) * size[i] + overhead
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    batches, j = [], n
+    while j:
+        batches.append(order[cut[j]:j])
+        j = cut[j]
+    return batches[::-1]
 
 
 def _plan(ids: list[list[int]], shard_tokens: int) -> list[dict]:
@@ -366,10 +365,11 @@ def _check_texts(texts) -> list[str]:
 
 
 def _bos_id(lm: LM) -> int:
-    bos = lm.tokenizer.bos_token_id
-    if bos is None:
-        raise ValueError(f"the tokenizer of {lm.name} has no BOS token: pass bos=False")
-    return int(bos)
+    try:
+        return bos_id(lm.tokenizer, required=True)
+    except ValueError:
+        raise ValueError(f"the tokenizer of {lm.name} has no BOS token: pass bos=False") \
+            from None
 
 
 def _slug(name: str) -> str:

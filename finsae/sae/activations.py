@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..data.errors import DataError
 from ..lm import hooks
+from ..lm.tokens import model_inputs
 from .metrics import massive_token_mask
 
 
@@ -162,23 +163,17 @@ class Batches:
 
 @torch.no_grad()
 def stream_activations(model, tokenizer, texts: Iterable[str], *, layer: int,
-                       batch_size: int = 8, max_length: int = 256, block=None) -> Iterator[Tensor]:
-    """Yield [n_real_tokens, d] outputs of decoder block `layer`, padding removed, one chunk
-    per batch of texts; the forward stops after that block."""
+                       batch_size: int = 8, max_length: int = 256, block=None,
+                       bos: bool = True) -> Iterator[Tensor]:
+    """Yield [n_text_tokens, d] outputs of decoder block `layer`, one chunk per batch of texts;
+    the forward stops after that block. Texts are tokenized as the capture does
+    (`finsae.lm.tokens.model_inputs`: at most max_length text tokens, the BOS prepended when
+    the tokenizer has one); the BOS and padding positions are dropped."""
     with hooks.capture(model, [layer], blocks=None if block is None else [block]) as grabbed:
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        tokenizer.padding_side = "right"
-        batch: list[str] = []
-        for text in list(texts) + [None]:
-            if text is not None:
-                batch.append(text)
-                if len(batch) < batch_size:
-                    continue
-            if not batch:
-                break
-            enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
-                            max_length=max_length)
-            hooks.forward(model, **enc)
-            yield grabbed[layer][enc["attention_mask"].bool()].float()
-            batch = []
+        texts = list(texts)
+        dev = next(model.parameters()).device
+        for s in range(0, len(texts), batch_size):
+            inp = model_inputs(tokenizer, texts[s:s + batch_size], max_length, bos=bos)
+            hooks.forward(model, input_ids=inp.input_ids.to(dev),
+                          attention_mask=inp.attention_mask.to(dev), use_cache=False)
+            yield grabbed[layer][inp.keep.to(dev)].float()

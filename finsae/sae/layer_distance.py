@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..lm import hooks
+from ..lm.tokens import bos_id, pad_batch, pad_id, tokenize
 from .metrics import massive_token_mask_any_layer
 
 
@@ -108,24 +109,16 @@ def model_layer_distances(lm, texts: Sequence[str], *, max_tokens: int = 128,
     tok = lm.tokenizer
     n_layers = len(hooks.decoder_layers(lm.model))
     acc = AngularDistance(n_layers, center)
-    bos = tok.bos_token_id
     n_massive = n_seen = 0
     with hooks.capture(lm.model, range(n_layers)) as outs:
         for s in range(0, len(texts), batch_size):
-            enc = tok(list(texts[s:s + batch_size]), add_special_tokens=False, truncation=True,
-                      max_length=max_tokens)["input_ids"]
-            ids = [([bos] if bos is not None else []) + x for x in enc if x]
+            ids = [x for x in tokenize(tok, list(texts[s:s + batch_size]), max_tokens).ids if x]
             if not ids:
                 continue
-            T = max(map(len, ids))
-            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-            inp = torch.tensor([x + [pad] * (T - len(x)) for x in ids], device=lm.device)
-            mask = torch.tensor([[1] * len(x) + [0] * (T - len(x)) for x in ids],
-                                device=lm.device)
-            hooks.forward(lm.model, input_ids=inp, attention_mask=mask, use_cache=False)
-            keep = mask.bool()
-            if bos is not None:
-                keep[:, 0] = False
+            inp = pad_batch(ids, bos_id(tok), pad_id(tok))   # the capture's BOS convention
+            hooks.forward(lm.model, input_ids=inp.input_ids.to(lm.device),
+                          attention_mask=inp.attention_mask.to(lm.device), use_cache=False)
+            keep = inp.keep.to(lm.device)
             acts = torch.stack([outs[i][keep].float().cpu()
                                 for i in range(n_layers)])                # [L, n, d]
             massive = massive_token_mask_any_layer(acts, massive_factor)

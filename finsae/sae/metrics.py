@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..data.errors import DataError
 from ..lm import hooks
+from ..lm.tokens import model_inputs
 
 
 def massive_token_mask(acts: Tensor, factor: float | None = 10.0,
@@ -225,17 +226,15 @@ def splice_metrics(model, sae, input_ids: Tensor, attention_mask: Tensor | None 
 
 def splice_metrics_on_texts(model, tokenizer, sae, texts: list[str], *, layer: int,
                             max_length: int = 256, batch_size: int = 8, block=None,
-                            massive_factor: float | None = 10.0) -> dict:
-    """Tokenise `texts` (right padding, truncation) and run `splice_metrics`."""
+                            massive_factor: float | None = 10.0, bos: bool = True) -> dict:
+    """`splice_metrics` on `texts` tokenized as the capture does (`finsae.lm.tokens.
+    model_inputs`: at most max_length text tokens, the BOS prepended when the tokenizer has
+    one and neither spliced nor scored as an input; right padding)."""
     if not texts:
         raise DataError("no texts to evaluate the splice on")
-    tokenizer.padding_side = "right"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    enc = tokenizer(list(texts), return_tensors="pt", padding=True, truncation=True,
-                    max_length=max_length)
-    return splice_metrics(model, sae, enc["input_ids"], enc["attention_mask"], layer=layer,
-                          block=block, bos_token_id=tokenizer.bos_token_id,
+    inp = model_inputs(tokenizer, list(texts), max_length, bos=bos)
+    return splice_metrics(model, sae, inp.input_ids, inp.attention_mask, layer=layer,
+                          block=block, bos_token_id=inp.bos_id,
                           massive_factor=massive_factor, batch_size=batch_size)
 
 

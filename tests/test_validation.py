@@ -364,3 +364,31 @@ def test_no_torch_load_without_weights_only():
     for f in root.rglob("*.py"):
         for m in re.finditer(r"torch\.load\((.*)", f.read_text()):
             assert "weights_only=True" in m.group(1), (f, m.group(0))
+
+
+def test_every_verb_help_shows_each_default():
+    """`finsae VERB --help` names every option's default (defined once, in the dataclass or
+    the flag)."""
+    import argparse
+
+    from finsae.cli import COMMANDS, build_parser
+
+    def options(parser, path):
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sub in a.choices.items():
+                    yield from options(sub, path + [name])
+            elif a.option_strings and a.default not in (None, False, argparse.SUPPRESS):
+                yield path, parser, a
+
+    seen = 0
+    for verb in COMMANDS:
+        for path, parser, a in options(build_parser([verb]), [verb]):
+            seen += 1
+            assert a.help, f"finsae {' '.join(path)} {a.option_strings[0]} has no help"
+            text = " ".join(parser.format_help().split())
+            shown = parser._get_formatter()._get_help_string(a) % {"default": a.default,
+                                                                   "prog": parser.prog}
+            assert "default" in shown.lower(), (path, a.option_strings[0])
+            assert " ".join(shown.split())[:40] in text
+    assert seen > 100

@@ -30,7 +30,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already names it."""
+
+    def _get_help_string(self, action):
+        help_ = action.help or ""
+        if (action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
+                and "default" not in help_.lower()):
+            help_ += " (default: %(default)s)"
+        return help_
+
+
+def _with_defaults_shown(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = DefaultsFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _with_defaults_shown(sub)
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The `finsae` parser; only the verb being run is imported (its flags and defaults)."""
     parser = argparse.ArgumentParser(prog="finsae", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     argv = sys.argv[1:] if argv is None else argv
@@ -40,6 +60,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             importlib.import_module(module).register(sub)
         else:
             sub.add_parser(name, help=help_, add_help=False)
+    _with_defaults_shown(parser)
     return parser
 
 

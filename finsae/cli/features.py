@@ -33,16 +33,17 @@ def register(subparsers) -> None:
                         "train`, SAELens, sparsify, Gemma Scope params.npz), or a release "
                         "folder with one SAE per block (sparsify layers.N, Gemma Scope "
                         "layer_N/...): the one for --layer is used")
-    b.add_argument("--pooling", choices=("sum", "mean", "max"), default=DEFAULT_BUILD["pooling"])
+    b.add_argument("--pooling", choices=("sum", "mean", "max"), default=DEFAULT_BUILD["pooling"],
+                   help="pooling of a description's token latents")
     b.add_argument("--all-tokens", action="store_true",
                    help="pool over every token (default: content words only)")
     b.add_argument("--weighting", choices=("idf", "standardize", "none"),
-                   default=DEFAULT_BUILD["weighting"] or "none")
+                   default=DEFAULT_BUILD["weighting"] or "none", help="per-latent weight")
     b.add_argument("--max-df", type=float, default=DEFAULT_BUILD["max_df"],
                    help="drop latents firing in more than this share of companies")
     b.add_argument("--no-baselines", action="store_true",
                    help="SAE and hidden-state vectors only (skip MiniLM and TF-IDF)")
-    b.add_argument("--device", default="cpu")
+    b.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... for the LM and SAE")
     common_inputs(b)
     b.set_defaults(func=run_build)
 
@@ -71,7 +72,7 @@ def register(subparsers) -> None:
     x.add_argument("--by", choices=("difference", "ablation"), default="difference",
                    help="difference: mean inside minus outside; ablation: drop in the members' "
                         "mean cosine similarity when the feature is zeroed (the paper's)")
-    x.add_argument("--top", type=int, default=10)
+    x.add_argument("--top", type=int, default=10, help="features listed")
     x.add_argument("--min-score", type=float, default=None, metavar="S",
                    help="only features whose label's detection score is at least S")
     x.add_argument("--generic", type=float, default=None, metavar="F",

@@ -44,7 +44,7 @@ def add_commands(sae_subparsers) -> None:
     p.add_argument("--plot", default="angular_distance.png", metavar="PNG",
                    help="heatmap path ('' for none)")
     p.add_argument("--save-distances", metavar="CSV", help="write the matrix as CSV")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... for the LM")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=run_groups)
 

@@ -317,3 +317,30 @@ def test_cli_features_folder_limits_the_universe_for_every_method(tmp_path, caps
     out = capsys.readouterr()
     assert json.loads(out.out)["universe"]["n_companies"] == 9
     assert "9 of 12 companies have vectors" in out.err and "3 without are left out" in out.err
+
+
+def test_registry_aliases_windows_and_refusals():
+    """One registry: aliases resolve to their method; a per-year partition is used for a
+    window only when it was built from data before the window's end; candidate-pair methods
+    are refused by the evaluation before anything is computed."""
+    from finsae.data.errors import DataError
+    from finsae.methods import Method, canonical, is_known
+    assert canonical("gics") == "gics_sub_industry" and canonical("sic") == "sic4"
+    assert canonical("embedding_knn") == "minilm_knn" and canonical("tfidf@50") == "tfidf@50"
+    assert is_known("gics") and is_known("hidden_kmeans", ("hidden",))
+    assert not is_known("hidden_kmeans") and not is_known("nope")
+    a, b = pd.Series({"X": 0, "Y": 0}), pd.Series({"X": 0, "Y": 1})
+    m = Method("returns", {2010: a, 2011: b})
+    assert m.partition_at("2009-07-01", "2010-06-30") is a      # 2010's: built before 2010
+    assert m.partition_at("2010-01-01", "2010-12-31") is b      # data to Dec 31 -> 2011's
+    with pytest.raises(DataError, match="no partition built before"):
+        m.partition_at("2008-01-01", "2008-12-31")
+    seeded = Method("random", [a, b])
+    assert seeded.n_seeds == 2 and seeded.seed(1).partition is b
+    with pytest.raises(DataError, match="seeds"):
+        seeded.partition_at("2010-01-01", "2010-12-31")
+    companies, prices = _synthetic_inputs()
+    ctx = M.EvalContext(companies, prices, years=(2003, 2004),
+                        fit_years=(2003,), n_seeds=2)
+    with pytest.raises(DataError, match="candidate pairs"):
+        M.evaluate_methods(ctx, ["gics_sector", "tfidf_knn"])

@@ -6,18 +6,15 @@ import json
 import sys
 
 from ..pairs.settings import BacktestSettings
-from .common import common_inputs, feature_universe, features_option, load_feature_set
-from .options import add_dataclass_flags, dataclass_from_args, flag_name
+from .common import feature_universe, load_feature_set, settings_parser
+from .options import dataclass_from_args, flag_name
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "backtest", help="cointegration pairs backtest per grouping method",
-        description="Walk-forward pairs trading (formation-only hedge ratios, costs on) for "
-                    "each grouping method; prints a metrics table with bootstrap intervals.")
-    common_inputs(p)
-    features_option(p)
-    add_dataclass_flags(p, BacktestSettings)
+    p = settings_parser(
+        subparsers, "backtest", "cointegration pairs backtest per grouping method",
+        "Walk-forward pairs trading (formation-only hedge ratios, costs on) for each grouping "
+        "method; prints a metrics table with bootstrap intervals.", BacktestSettings)
     p.add_argument("--out", metavar="DIR", default=None,
                    help="write metrics.csv, selections.csv, trades.csv, equity.csv, "
                         "sharpe_tests.csv, filters.csv, backtest.json, PNGs and report.html")

@@ -12,19 +12,17 @@ import pandas as pd
 
 from ..data.errors import DataError
 from ..methods import EvaluateConfig
-from .common import common_inputs, features_option
+from .common import settings_parser
 from .evaluate import OLD_FLAGS, make_context
-from .options import add_dataclass_flags, dataclass_from_args
+from .options import dataclass_from_args
 
 
 def register(subparsers) -> None:
-    c = subparsers.add_parser(
-        "cluster", help="cluster the universe (MST threshold, agglomerative, k-means, labels)",
-        description="Cluster the evaluation universe with one method (any name `finsae "
-                    "evaluate --methods` takes) and print or write ticker -> cluster.")
-    common_inputs(c)
-    features_option(c)
-    add_dataclass_flags(c, EvaluateConfig, skip=("methods", "ci_by", "n_boot"), flags=OLD_FLAGS)
+    c = settings_parser(
+        subparsers, "cluster", "cluster the universe (MST threshold, agglomerative, k-means, "
+        "labels)", "Cluster the evaluation universe with one method (any name `finsae evaluate "
+        "--methods` takes) and print or write ticker -> cluster.", EvaluateConfig,
+        skip=("methods", "ci_by", "n_boot"), flags=OLD_FLAGS)
     c.add_argument("--method", default="tfidf",
                    help="e.g. tfidf, minilm, tfidf_kmeans, tfidf_mst, gics_sub_industry, "
                         "returns (default: %(default)s)")

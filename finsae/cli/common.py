@@ -55,3 +55,15 @@ def load_feature_set(folder):
         return None
     from ..features.store import FeatureSet
     return FeatureSet.load(folder, labels=False)
+
+
+def settings_parser(subparsers, name: str, help_: str, description: str, settings, *,
+                    skip=(), flags=None) -> argparse.ArgumentParser:
+    """A verb reading the universe and a feature set, with one flag per field of the
+    `settings` dataclass (the verbs evaluate, cluster and backtest)."""
+    from .options import add_dataclass_flags
+    p = subparsers.add_parser(name, help=help_, description=description)
+    common_inputs(p)
+    features_option(p)
+    add_dataclass_flags(p, settings, skip=skip, flags=flags)
+    return p

@@ -13,22 +13,19 @@ import pandas as pd
 
 from ..data.errors import DataError
 from ..methods import EvaluateConfig
-from .common import common_inputs, feature_universe, features_option, load_feature_set
-from .options import add_dataclass_flags, dataclass_from_args, flag_name
+from .common import feature_universe, load_feature_set, settings_parser
+from .options import dataclass_from_args, flag_name
 
 OLD_FLAGS = {"n_seeds": ("--seeds",)}
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "evaluate", help="peer R², kNN-10 and MeanCorr of clusters vs SIC, GICS, embeddings "
-                         "and baselines",
-        description="Every-firm peer metrics (docs/evaluation.md) and the within-cluster return "
-                    "correlation (MeanCorr) of each method on one universe, per year, in-sample "
-                    "and out-of-sample, with bootstrap CIs, coverage and cluster count.")
-    common_inputs(p)
-    features_option(p)
-    add_dataclass_flags(p, EvaluateConfig, flags=OLD_FLAGS)
+    p = settings_parser(
+        subparsers, "evaluate", "peer R², kNN-10 and MeanCorr of clusters vs SIC, GICS, "
+        "embeddings and baselines", "Every-firm peer metrics (docs/evaluation.md) and the "
+        "within-cluster return correlation (MeanCorr) of each method on one universe, per year, "
+        "in-sample and out-of-sample, with bootstrap CIs, coverage and cluster count.",
+        EvaluateConfig, flags=OLD_FLAGS)
     p.add_argument("--out", metavar="DIR", default=None,
                    help="write meancorr.csv, by_year.csv, peers_by_year.csv, results.json and "
                         "PNG plots here")

@@ -10,9 +10,9 @@
 from .context import DEFAULT_METHODS, EvalContext, EvaluateConfig, year_range
 from .evaluation import BASELINE, Evaluation, evaluate_methods, peer_score, score
 from .registry import (ALIASES, CLASSIFICATIONS, KNN_PAIRS, PARTITIONS, SUFFIXES, VECTORS, Method,
-                       canonical, describe, is_known, known_methods, resolve, supervised)
+                       canonical, is_known, known_methods, resolve, supervised)
 
 __all__ = ["DEFAULT_METHODS", "EvalContext", "EvaluateConfig", "year_range", "BASELINE",
            "Evaluation", "evaluate_methods", "peer_score", "score", "ALIASES",
            "CLASSIFICATIONS", "KNN_PAIRS", "PARTITIONS", "SUFFIXES", "VECTORS", "Method",
-           "canonical", "describe", "is_known", "known_methods", "resolve", "supervised"]
+           "canonical", "is_known", "known_methods", "resolve", "supervised"]

@@ -12,7 +12,7 @@ import pandas as pd
 from .. import cluster as cl
 from ..data.errors import DataError
 from .context import EvalContext
-from .registry import Method, resolve
+from .registry import Method, canonical, resolve
 
 BASELINE = "gics_sub_industry"
 
@@ -112,13 +112,14 @@ class Evaluation:
 def evaluate_methods(ctx: EvalContext, names, log=None) -> Evaluation:
     """Resolve and score every method on ctx's universe (MeanCorr and peer metrics); the
     baseline (GICS sub-industry) is scored too for the paired comparisons."""
+    for name in names:  # refused before any method is computed
+        if canonical(name).partition("@")[0].endswith("_knn"):
+            raise DataError(f"{name} gives candidate pairs (each company's nearest companies), "
+                            f"not clusters: use it with `finsae backtest`")
     results, peers, resolved = {}, {}, {}
     for name in names:
         t0 = time.perf_counter()
         m = resolve(name, ctx)
-        if m.notes.get("algorithm") == "nearest neighbours":
-            raise DataError(f"{name} gives candidate pairs (each company's nearest companies), "
-                            f"not clusters: use it with `finsae backtest`")
         resolved[name] = m
         results[name] = score(m, ctx)
         peers[name] = peer_score(m, ctx)

@@ -1,7 +1,7 @@
 """Method name -> grouping: the one registry behind `finsae evaluate`, `cluster`, `backtest`
 and `run`.
 
-Names (`known_methods()`; `describe()` gives one line each):
+Names (`known_methods()`):
 
 - classifications: ``sic4`` ... ``gics_sub_industry`` (`CLASSIFICATIONS`); baselines
   ``one_cluster`` and ``random`` (the GICS sub-industry sizes shuffled, ``ctx.n_seeds`` seeds
@@ -184,23 +184,6 @@ VECTORS: dict[str, Callable[[EvalContext], pd.DataFrame]] = {
     "sae_supervised": supervised("sae"),
 }
 
-#: one line per base name (`describe`)
-DESCRIPTIONS = {
-    "one_cluster": "every company in one cluster (the market)",
-    "random": "GICS sub-industry sizes shuffled over the universe (seeded)",
-    "returns": "average-linkage clusters of past daily-return correlations",
-    "tfidf": "TF-IDF vectors of the descriptions",
-    "minilm": "MiniLM sentence embeddings of the descriptions",
-    "sae": "SAE company features",
-    "sae_supervised": "SAE features reweighted on the fitting years' co-movement",
-    "hidden": "mean hidden state of the language model (a run's feature set)",
-    "sic4": "SIC 4-digit industry", "sic3": "SIC 3-digit industry group",
-    "sic2": "SIC 2-digit major group", "sic_division": "SIC division",
-    "gics_sector": "GICS sector", "gics_industry_group": "GICS industry group",
-    "gics_industry": "GICS industry", "gics_sub_industry": "GICS sub-industry",
-}
-
-
 def canonical(name: str) -> str:
     """`name` with its alias resolved (``gics`` -> ``gics_sub_industry``; suffixes and
     ``@K`` kept: ``embedding_knn`` -> ``minilm_knn``)."""
@@ -214,13 +197,6 @@ def canonical(name: str) -> str:
 def known_methods() -> list[str]:
     return [*PARTITIONS, *VECTORS, *(f"{v}{s}" for v in VECTORS for s in SUFFIXES[::-1]),
             *ALIASES]
-
-
-def describe() -> dict[str, str]:
-    """name -> one line, for the base names and aliases."""
-    out = {n: DESCRIPTIONS.get(n, n) for n in (*PARTITIONS, *VECTORS)}
-    out.update({a: f"= {c}" for a, c in ALIASES.items()})
-    return out
 
 
 def is_known(name: str, vectors=()) -> bool:

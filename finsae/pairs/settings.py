@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..data.errors import DataError
+from ..features.store import METHODS as FEATURE_SET_VECTORS
 from .backtest import BacktestConfig
 from .select import RULES, SelectionConfig
 from .strategy import StrategyConfig
@@ -103,7 +104,7 @@ class BacktestSettings:
         from ..methods import is_known
         cc.str_list(self.methods, where("methods"), path=path)
         for m in self.methods:
-            if not is_known(m, ("hidden",)):
+            if not is_known(m, FEATURE_SET_VECTORS):
                 from ..methods import known_methods
                 raise DataError(f"{where('methods')}: unknown method {m!r}; known: "
                                 f"{', '.join(known_methods())}", path=path)

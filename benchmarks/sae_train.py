@@ -2,7 +2,8 @@
 
 Every trainer gets the same tokens in the same order (massive tokens dropped once, shuffled
 once with a fixed seed), the same d_in, d_sae, k, batch size and token count, fp32 on CPU.
-Printed per trainer: tokens/s, the ratio finsae / it, held-out FVU (aggregated, per-dimension
+Printed per trainer: tokens/s (with --repeats, the median over interleaved rounds), the ratio
+finsae / it (the median of the per-round ratios), held-out FVU (aggregated, per-dimension
 mean) and dead fraction (latents that never fire on the held-out tokens); for finsae also its
 share of the FLOP-bound ceiling, 2 * d_in * d_sae FLOPs per token at the rate of the encoder
 GEMM ([batch, d_in] x [d_in, d_sae]) measured in the same run.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -149,6 +151,10 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=4096)
     ap.add_argument("--steps", type=int, default=50, help="training steps for every trainer")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="rounds of all trainers, interleaved; speeds are the per-trainer "
+                         "medians and ratios the medians of the per-round ratios (the runs are "
+                         "seeded, so FVU is the same every round)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--massive-factor", type=float, default=10.0)
     ap.add_argument("--only", default="finsae,sparsify,saelens")
@@ -179,19 +185,28 @@ def main(argv=None) -> int:
           f"{args.steps * args.batch_size} tokens, d_sae {args.d_sae}, k {args.k}, fp32")
     runners = {"finsae": run_finsae, "sparsify": run_sparsify, "saelens": run_saelens}
     rates = [gemm_rate(args.batch_size, d_in, args.d_sae)]
-    res = {}
-    for name in args.only.split(","):
-        try:
-            res[name] = runners[name](train, test, args)
-        except ImportError as e:
-            print(f"{name}: skipped, package not installed ({e.name}); "
-                  f"pip install {'sae-lens' if name == 'saelens' else 'eai-sparsify'}")
-            continue
-        r = res[name]
-        r["tokens_per_s"] = r["tokens"] / r["seconds"]
-        print(f"  {name}: {r['tokens_per_s']:.0f} tok/s, held-out FVU {r['fvu']:.4f}, "
-              f"dead {r['dead_fraction']:.4f}, L0 {r['l0']:.1f}", flush=True)
-        rates.append(gemm_rate(args.batch_size, d_in, args.d_sae))
+    res, rounds = {}, []
+    names = args.only.split(",")
+    for rnd in range(args.repeats):
+        speeds = {}
+        for name in names:
+            if rnd and name not in res:
+                continue
+            try:
+                r = runners[name](train, test, args)
+            except ImportError as e:
+                print(f"{name}: skipped, package not installed ({e.name}); "
+                      f"pip install {'sae-lens' if name == 'saelens' else 'eai-sparsify'}")
+                continue
+            r["tokens_per_s"] = speeds[name] = r["tokens"] / r["seconds"]
+            res.setdefault(name, r)
+            print(f"  round {rnd + 1} {name}: {r['tokens_per_s']:.0f} tok/s, held-out FVU "
+                  f"{r['fvu']:.4f}, dead {r['dead_fraction']:.4f}, L0 {r['l0']:.1f}", flush=True)
+            rates.append(gemm_rate(args.batch_size, d_in, args.d_sae))
+        rounds.append(speeds)
+    for name, r in res.items():
+        r["tokens_per_s_rounds"] = [sp[name] for sp in rounds]
+        r["tokens_per_s"] = statistics.median(r["tokens_per_s_rounds"])
     gflops = sum(rates) / len(rates)
     ceiling = gflops * 1e9 / (2 * d_in * args.d_sae)
     print(f"\nencoder GEMM {args.batch_size}x{d_in}x{args.d_sae}: {gflops:.1f} GFLOP/s "
@@ -200,12 +215,15 @@ def main(argv=None) -> int:
     print(f"{'trainer':10s} {'tok/s':>9s} {'finsae/x':>9s} {'FVU':>8s} {'dead':>7s} {'L0':>6s}")
     f = res.get("finsae")
     for name, r in res.items():
-        ratio = f["tokens_per_s"] / r["tokens_per_s"] if f else float("nan")
+        ratio = statistics.median(sp["finsae"] / sp[name] for sp in rounds) if f \
+            else float("nan")
+        r["finsae_ratio"] = ratio
         print(f"{name:10s} {r['tokens_per_s']:9.0f} {ratio:9.2f} {r['fvu']:8.4f} "
               f"{r['dead_fraction']:7.4f} {r['l0']:6.1f}")
     if f:
         f["ceiling_share"] = f["tokens_per_s"] / ceiling
-        print(f"finsae share of the FLOP-bound ceiling: {100 * f['ceiling_share']:.1f}%")
+        print(f"finsae share of the FLOP-bound ceiling: {100 * f['ceiling_share']:.1f}% "
+              f"(median speed over {args.repeats} round(s) / ceiling)")
     if args.json:
         Path(args.json).write_text(json.dumps({"gemm_gflops": gflops, "ceiling_tok_s": ceiling,
                                                "results": res, "args": vars(args)}, indent=2))

@@ -8,7 +8,9 @@ Writes tables (CSV + markdown) and plots (PNG) into experiments/results/. Every 
 command-line flag (`--help`). Activations are captured once, with hooks on every block
 (`finsae.lm.capture_blocks` on `pack_tokens` chunks), and cached under
 $FINSAE_CACHE/group_sae/<hash of the capture settings>; the capture's measured seconds are
-stored with them so the cost model uses the time the capture really took. The CE splices run
+stored with them so the cost model uses the time the capture really took. Each trained SAE is
+kept there too (under a hash of the training settings) and marked done when saved, so a rerun
+of the same command, after an interruption, trains only the SAEs not yet finished. The CE splices run
 only the blocks after the layer (`finsae.sae.SpliceEvaluator`). Tables, plots and README:
 group_sae_parts/report.py; the methods' groups and --plan: group_sae_parts/plan.py.
 """
@@ -42,6 +44,7 @@ from finsae.sae import (SAEConfig, SpliceEvaluator, TrainConfig, angular_distanc
                         massive_token_mask_any_layer, train_group_sae, transfer_sae)
 from finsae.sae.grouping import lm_forward_flops, sae_train_flops, saving, training_cost  # noqa: E402,E501
 from finsae.sae.plots import plot_distances  # noqa: E402
+from finsae.sae.train import TRAIN_RECIPE  # noqa: E402
 
 
 @dataclass
@@ -93,7 +96,9 @@ class Settings:
 
     def run_key(self) -> str:
         return Hasher("blake2b", 6).json(
-            {k: v for k, v in asdict(self).items() if not k.startswith("plan")}).hex()
+            {**{k: v for k, v in asdict(self).items()
+                if not k.startswith("plan") and k != "out"},  # where tables go: not training
+             "recipe": TRAIN_RECIPE}).hex()
 
 
 def parse_settings(argv=None) -> Settings:
@@ -215,8 +220,9 @@ def main(argv=None) -> int:
             # the per-layer run doubles as the scratch curve of the transfer experiment
             ck = name == "per_layer" and g[0] in ints(s.transfer_layers)
             t = TrainConfig(**{**tc.to_dict(), "checkpoint_every": ckpt_every if ck else None})
-            r = train_group_sae(train, g, cfg, t, out=folder, seed=s.seed + gi)
-            seconds[name].append(r.seconds)
+            seconds[name].append(train_once(
+                folder, lambda: train_group_sae(train, g, cfg, t, out=folder,
+                                                seed=s.seed + gi).seconds))
             sae = load_sae(folder)          # what was saved is what gets evaluated
             for l in g:
                 trained[name][l] = (sae, gi)
@@ -297,7 +303,7 @@ def main(argv=None) -> int:
             t = TrainConfig(**{**tc.to_dict(), "tokens": int(max(fracs) * n_tok),
                                "lr": s.lr * s.transfer_lr_scale, "checkpoint_every": ckpt_every})
             tf = runs / f"transfer_{direction}" / f"layer_{l}"
-            transfer_sae(nb, train[l], t, out=tf, layer=l)
+            train_once(tf, lambda: transfer_sae(nb, train[l], t, out=tf, layer=l).seconds)
             for f in fracs:
                 trows.append(transfer_row(l, direction, tf, f, n_tok, ckpt_every, ev_kept,
                                           splicer))
@@ -314,6 +320,19 @@ def main(argv=None) -> int:
     write_summary(out)
     print(f"done in {log['total_seconds']:.0f}s", flush=True)
     return 0
+
+
+def train_once(folder: Path, fit) -> float:
+    """Run `fit` (training that saves into `folder` and returns its seconds) unless an earlier
+    run of the same settings finished it: the folders live under the run's cache key, and
+    `done.json`, written last, marks a finished SAE, so an interrupted experiment resumes at
+    the first SAE it had not finished, with the seconds the finished ones took."""
+    done = folder / "done.json"
+    if done.exists():
+        return float(json.loads(done.read_text())["seconds"])
+    seconds = float(fit())
+    done.write_text(json.dumps({"seconds": seconds}))
+    return seconds
 
 
 def splice_row(m: dict) -> dict:

@@ -28,7 +28,8 @@ def _sae(arch="topk", d_in=12, d_sae=48, k=4, seed=0):
 
 
 def test_init_unit_decoder_encoder_is_transpose():
-    sae = build_sae(SAEConfig(d_in=10, d_sae=40, k=3), seed=3)
+    """ReLU and JumpReLU start with the encoder equal to the unit-norm decoder."""
+    sae = build_sae(SAEConfig(d_in=10, d_sae=40, arch="relu"), seed=3)
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(40), atol=1e-6)
     assert torch.equal(sae.W_enc, sae.W_dec)  # W_enc [d_sae, d_in] = (W_dec^T)^T
     assert set(REGISTRY) == {"topk", "batchtopk", "relu", "jumprelu", "matryoshka_batchtopk"}
@@ -79,25 +80,40 @@ def test_sparse_kernels_match_dense_autograd():
 
 
 def test_auxk_by_hand():
+    """Gao et al. B.1 as sparsify and SAELens: k_aux = d_in / 2 (here 6), at most #dead, the
+    loss scaled by min(#dead / k_aux, 1)."""
     torch.manual_seed(1)
-    sae = _sae(d_sae=8, k=2)
+    sae = _sae(d_sae=16, k=2)
     x = torch.randn(20, 12)
     resid = torch.randn(20, 12)
-    dead = torch.zeros(8, dtype=torch.bool)
+    dead = torch.zeros(16, dtype=torch.bool)
     assert sae.aux_loss(x, resid, dead) == 0
     tv = (x - x.mean(0)).pow(2).sum()
-    # 3 dead <= d_sae/2: all of them reconstruct the residual, no b_dec in the decode
+    # 3 dead <= d_in/2: all of them reconstruct the residual (no b_dec in the decode), the
+    # loss weighted 3/6
     dead[[1, 4, 6]] = True
     pre = (x - sae.b_dec) @ sae.W_enc[dead].T + sae.b_enc[dead]
-    ref = (pre.relu() @ sae.W_dec[dead] - resid).pow(2).sum() / tv
+    ref = 0.5 * (pre.relu() @ sae.W_dec[dead] - resid).pow(2).sum() / tv
     assert torch.allclose(sae.aux_loss(x, resid, dead), ref, rtol=1e-5)
-    # 6 dead > d_sae/2 = 4: only the top 4 of them per token
-    dead[[0, 2, 3]] = True
+    # 8 dead > d_in/2 = 6: only the top 6 of them per token, weight 1
+    dead[[0, 2, 3, 9, 12]] = True
     pre = (x - sae.b_dec) @ sae.W_enc[dead].T + sae.b_enc[dead]
-    v, i = pre.topk(4, dim=1)
+    v, i = pre.topk(6, dim=1)
     z = torch.zeros_like(pre).scatter(1, i, v.relu())
     ref = (z @ sae.W_dec[dead] - resid).pow(2).sum() / tv
     assert torch.allclose(sae.aux_loss(x, resid, dead), ref, rtol=1e-5)
+
+
+def test_topk_init_is_sparsify_linear_init():
+    """TopK kinds start as sparsify's SparseCoder: encoder rows at nn.Linear's scale
+    (uniform within +-1/sqrt(d_in)), decoder rows their unit-norm copies, biases zero."""
+    sae = build_sae(SAEConfig(d_in=12, d_sae=4096, k=2), seed=0)
+    bound = 1 / 12 ** 0.5
+    W = sae.W_enc.detach()
+    assert float(W.abs().max()) <= bound
+    assert abs(float(W.norm(dim=1).mean()) - (12 / 3) ** 0.5 * bound) < 0.02
+    assert torch.allclose(sae.W_dec, sae.W_enc / sae.W_enc.norm(dim=1, keepdim=True))
+    assert float(sae.b_enc.abs().max()) == 0 and float(sae.b_dec.abs().max()) == 0
 
 
 @pytest.mark.parametrize("arch", sorted(REGISTRY))

@@ -42,7 +42,7 @@ def test_training_learns_and_reports(tmp_path):
     x = _acts()
     r = train_sae(x, SAEConfig(d_in=16, d_sae=64, k=6), _tc(), out=tmp_path / "s")
     assert r.n_massive_dropped == 2 and r.n_tokens_seen == len(x)
-    assert r.tokens >= 24000 and r.history[-1]["fvu"] < 0.35 < r.history[0]["fvu"]
+    assert r.tokens >= 24000 and r.history[-1]["fvu"] < min(0.35, 0.7 * r.history[0]["fvu"])
     sae = load_sae(tmp_path / "s")
     ev = evaluate_reconstruction(sae, x)
     assert ev["fvu"] < 0.35 and ev["l0"] <= 6 and ev["n_massive_dropped"] == 2

@@ -110,7 +110,9 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
             info["extra_layers"] = {str(lx): all_info[lx] for lx in cfg.sae.extra_layers}
         (folder / "sae_stats.json").write_text(json.dumps(info, indent=1))
 
-    s_sae = stage("sae", {**dataclasses.asdict(cfg.sae), **inputs}, [], train)
+    from ..sae.train import TRAIN_RECIPE
+    s_sae = stage("sae", {**dataclasses.asdict(cfg.sae), **inputs, "recipe": TRAIN_RECIPE}, [],
+                  train)
 
     # 2. company vectors: SAE features, hidden state, MiniLM, TF-IDF (+ labels)
     def features(folder: Path):

@@ -13,7 +13,7 @@ though only k entries per row are non-zero) and, with a dense decoder, two more.
   gradients as values, so it touches only the k selected rows (as sparsify's custom function).
 
 Both sparse products share one sparsity pattern (token n selected latent j), sorted once per
-step into a coalesced COO matrix so torch skips its own sort.
+step by latent into a CSR matrix.
 """
 
 from __future__ import annotations
@@ -45,7 +45,11 @@ def decode(top_acts: Tensor, top_indices: Tensor, W_dec: Tensor) -> Tensor:
 
 
 def _pattern(idx: Tensor, d_sae: int):
-    """Sort the (latent, token) pairs by latent once, for both sparse products."""
+    """Sort the (latent, token) pairs by latent once, for both sparse products.
+
+    Returns (perm, crow, cols): entry i of the latent-major order is flat pair perm[i]; the
+    CSR row pointers of the [d_sae, N] pattern and the token (column) of each entry.
+    """
     n, k = idx.shape
     flat = idx.reshape(-1)
     if flat.device.type == "cpu":
@@ -54,16 +58,26 @@ def _pattern(idx: Tensor, d_sae: int):
         perm = torch.from_numpy(np.argsort(key, kind="stable"))
     else:
         perm = flat.argsort(stable=True)
-    # stable: tokens stay in order within a latent, so the COO indices are truly coalesced
-    coo_idx = torch.stack([flat[perm], perm.div(k, rounding_mode="floor")])
-    return perm, coo_idx
+    # stable: tokens stay in order within a latent, so each CSR row's columns are sorted
+    crow = torch.zeros(d_sae + 1, dtype=torch.long, device=idx.device)
+    torch.cumsum(torch.bincount(flat, minlength=d_sae), 0, out=crow[1:])
+    cols = perm.div(k, rounding_mode="floor")
+    return perm, crow, cols
 
 
-def _scatter_mm(values: Tensor, perm: Tensor, coo_idx: Tensor, dense: Tensor, d_sae: int) -> Tensor:
-    """[d_sae, d] = S @ dense with S[j, n] = value of the pair (token n, latent j)."""
-    S = torch.sparse_coo_tensor(coo_idx, values.reshape(-1)[perm], (d_sae, dense.shape[0]),
-                                is_coalesced=True, check_invariants=False)
-    return torch.sparse.mm(S, dense)
+def _scatter_mm(values: Tensor, perm: Tensor, crow: Tensor, cols: Tensor, dense: Tensor,
+                d_sae: int) -> Tensor:
+    """[d_sae, d] = S @ dense with S[j, n] = value of the pair (token n, latent j).
+
+    CSR, not COO, and ``addmm(beta=0, out=)``: on real TopK patterns (4,096 tokens x k 32 x
+    d 576) the COO product took ~22 ms, CSR ``S @ dense`` ~12 ms (it zero-fills and copies its
+    result) and CSR into a fresh ``out`` ~7 ms. beta=0 ignores whatever ``out`` held."""
+    with warnings.catch_warnings():  # "CSR support is in beta", once per process otherwise
+        warnings.simplefilter("ignore", UserWarning)
+        S = torch.sparse_csr_tensor(crow, cols, values.reshape(-1)[perm],
+                                    (d_sae, dense.shape[0]), check_invariants=False)
+    out = dense.new_empty(d_sae, dense.shape[1])
+    return torch.addmm(out, S, dense, beta=0.0, out=out)
 
 
 def _sampled_dot(grad: Tensor, W_dec: Tensor, idx: Tensor,
@@ -118,16 +132,16 @@ class _TopKSAE(torch.autograd.Function):
         xc, W_enc, W_dec, acts, idx = ctx.saved_tensors
         d_sae = W_enc.shape[0]
         g_recon = g_recon.contiguous()
-        perm, coo_idx = _pattern(idx, d_sae)
+        perm, crow, cols = _pattern(idx, d_sae)
         # decoder
         g_acts = _sampled_dot(g_recon, W_dec, idx)
         if g_acts_extra is not None:
             g_acts = g_acts + g_acts_extra
-        grad_W_dec = _scatter_mm(acts, perm, coo_idx, g_recon, d_sae) \
+        grad_W_dec = _scatter_mm(acts, perm, crow, cols, g_recon, d_sae) \
             if ctx.needs_input_grad[3] else None
         # encoder: ReLU passes the gradient only where the act is positive
         g_pre = g_acts * (acts > 0)
-        grad_W_enc = _scatter_mm(g_pre, perm, coo_idx, xc, d_sae) \
+        grad_W_enc = _scatter_mm(g_pre, perm, crow, cols, xc, d_sae) \
             if ctx.needs_input_grad[1] else None
         grad_b_enc = g_pre.new_zeros(d_sae).index_add_(0, idx.reshape(-1), g_pre.reshape(-1))
         # b_dec enters twice: added to the output, subtracted from the input; the input path

@@ -6,9 +6,12 @@ Recipe (Gao et al. 2024, the TopK defaults of EleutherAI sparsify):
   weights, so the saved SAE acts on raw activations;
 - b_dec starts at the geometric median (or mean) of the data: SmolLM2's block-15 stream has a
   mean vector of norm ~132 against an RMS token norm ~250, and with b_dec = 0 most latents die;
+- TopK kinds start as sparsify's SparseCoder: the encoder at nn.Linear's default scale, the
+  decoder its unit-norm copy (ReLU and JumpReLU: encoder = unit decoder);
 - Adam (fused where torch has it), lr = 2e-4 / sqrt(d_sae / 2^14), constant;
 - decoder rows kept at unit norm, the gradient component along them removed before each step;
-- AuxK on latents that have not fired for `dead_tokens` tokens.
+- AuxK on latents that have not fired for `dead_tokens` tokens: the top d_in / 2 of them,
+  the loss scaled by min(#dead / (d_in / 2), 1), as Gao et al., sparsify and SAELens.
 
 The activation sources and the shuffled batches live in `finsae.sae.activations`
 (re-exported here).
@@ -31,7 +34,12 @@ from .architectures import SparseAutoencoder, build_sae
 from .config import TOPK_ARCHS, SAEConfig, TrainConfig, default_lr
 from .io import save_sae
 
-__all__ = ["Batches", "TrainResult", "folded_copy", "geometric_median", "load_activations",
+#: the training recipe's version, in cache keys and in each trained folder's provenance: bump it
+#: when a change alters what training produces from the same settings (2: sparsify's encoder
+#: init and AuxK with k_aux = d_in / 2, scaled by the dead fraction)
+TRAIN_RECIPE = 2
+
+__all__ = ["TRAIN_RECIPE", "Batches", "TrainResult", "folded_copy", "geometric_median", "load_activations",
            "stream_activations", "train_sae"]
 
 
@@ -295,7 +303,8 @@ def _all_reduce_step(sae: SparseAutoencoder, o, world: int) -> tuple[Tensor, flo
 
 
 def _provenance(r: TrainResult, tc: TrainConfig, dead_window: int) -> dict:
-    return {"train": {**tc.to_dict(), "tokens_trained": r.tokens, "steps": r.steps,
+    return {"train": {**tc.to_dict(), "recipe": TRAIN_RECIPE, "tokens_trained": r.tokens,
+                      "steps": r.steps,
                       "activation_scale_folded": r.activation_scale,
                       "n_massive_dropped": r.n_massive_dropped, "n_tokens_seen": r.n_tokens_seen,
                       "dead_window_tokens": dead_window, "dead_fraction_end": r.dead_fraction}}

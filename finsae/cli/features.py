@@ -41,6 +41,9 @@ def register(subparsers) -> None:
                    default=DEFAULT_BUILD["weighting"] or "none", help="per-latent weight")
     b.add_argument("--max-df", type=float, default=DEFAULT_BUILD["max_df"],
                    help="drop latents firing in more than this share of companies")
+    b.add_argument("--top-n", type=int, default=DEFAULT_BUILD["top_n"], metavar="N",
+                   help="keep each company's N strongest latents after weighting, 0 for all "
+                        "(default %(default)s)")
     b.add_argument("--no-baselines", action="store_true",
                    help="SAE and hidden-state vectors only (skip MiniLM and TF-IDF)")
     b.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... for the LM and SAE")
@@ -95,6 +98,7 @@ def run_build(args) -> int:
         companies, model=args.model, layer=args.layer, sae=args.sae, pooling=args.pooling,
         content_only=not args.all_tokens,
         weighting=None if args.weighting == "none" else args.weighting, max_df=args.max_df,
+        top_n=args.top_n or None,
         baselines=not args.no_baselines, device=args.device, companies_path=args.companies,
         progress=not args.json)
     if args.json:

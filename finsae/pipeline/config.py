@@ -78,8 +78,8 @@ class FeatureSection:
     sublinear: bool = DEFAULT_FEATURES["sublinear"]
     #: term frequency of a latent read as a word: sublinear, binary, bm25 (none: see sublinear)
     tf: str | None = None
-    #: keep each company's top_n latents (none: all)
-    top_n: int | None = None
+    #: keep each company's top_n latents after weighting (none: all)
+    top_n: int | None = DEFAULT_FEATURES["top_n"]
 
 
 #: what `finsae run` scores and trades: its own feature set adds the hidden-state baseline

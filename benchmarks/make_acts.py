@@ -5,8 +5,7 @@ text into a training and a held-out file (no text in both).
     python benchmarks/make_acts.py --store ~/.cache/finsae/activations/<model>-<key> \
         --layer 15 --out-dir /tmp/bench              # acts15.safetensors, acts15_heldout...
 
-The first --train-fraction of the texts (in the cache's order) are training text, the rest
-held out. docs/sae.md's table used the cache of the command above (673 descriptions, BOS
+Texts 0..--train-texts-1 (in the cache's order) are training text, the rest held out. docs/sae.md's table used the cache of the command above (673 descriptions, BOS
 prepended, at most 512 text tokens each), texts 0-510 for training (131,732 tokens) and
 511-672 held out (42,274 tokens).
 """

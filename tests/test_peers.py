@@ -185,3 +185,18 @@ def test_join_layers_averages_the_blocks_cosines():
         X = X / np.linalg.norm(X, axis=1, keepdims=True)
         return X @ X.T
     assert np.allclose(J @ J.T, (cos(A.to_numpy()) + cos(B.to_numpy())) / 2)
+
+
+def test_keep_top_n_keeps_each_rows_largest_and_ties():
+    from finsae.features.company import keep_top_n
+    V = np.array([[5.0, 1.0, 3.0, 3.0, 0.0], [0.0, 2.0, 0.0, 0.0, 0.0]])
+    out = keep_top_n(V, 2)
+    assert out[0].tolist() == [5.0, 0.0, 3.0, 3.0, 0.0]   # a tie at the cut is kept
+    assert out[1].tolist() == [0.0, 2.0, 0.0, 0.0, 0.0]   # fewer positives than n: all kept
+    assert keep_top_n(V, 5) is V
+    # CompanyFeatures(top_n=) is keep_top_n before the row normalisation
+    X = pd.DataFrame(np.random.default_rng(0).random((6, 30)))
+    full = CompanyFeatures(weighting="idf").fit_transform(X).to_numpy()
+    top = CompanyFeatures(weighting="idf", top_n=4).fit_transform(X).to_numpy()
+    want = keep_top_n(full, 4)
+    assert np.allclose(top, want / np.linalg.norm(want, axis=1, keepdims=True))

@@ -11,13 +11,16 @@ import time
 import numpy as np
 import pandas as pd
 
+from measure import SHOWCASE  # this folder
+from scipy.cluster.hierarchy import fcluster, linkage
+
 from finsae.features.bundled import bundled_feature_set
-from finsae.similarity import contributions, neighbours, GENERIC, MIN_SCORE
-from scipy.cluster.hierarchy import linkage, fcluster
-fs = bundled_feature_set(); vec, lab = fs.vectors["sae"], fs.labels
-X = vec.to_numpy(); n = X.shape[0]
+from finsae.similarity import GENERIC, MIN_SCORE, contributions, neighbours
+
+fs = bundled_feature_set()
+vec, lab = fs.vectors["sae"], fs.labels
+X = vec.to_numpy()
 df = (X > 0).mean(0)
-cols = np.array([int(c) for c in vec.columns])
 score = np.array([(lab.get(int(c)) or {}).get("score") or 0 for c in vec.columns])
 checked = (score >= MIN_SCORE) & (df <= GENERIC) & ((X > 0).sum(0) >= 2)
 idx = np.where(checked)[0]
@@ -26,14 +29,13 @@ P = P / np.linalg.norm(P, axis=1, keepdims=True)
 print('checked feats', len(idx)); t = time.time()
 Z = linkage(P, method='average', metric='cosine')
 print('linkage s', time.time() - t)
-SHOW = ["AAPL", "NVDA", "JPM", "XOM", "PFE", "WMT", "BA", "KO", "NEE", "AMT"]
-rng = np.random.default_rng(0); sample = sorted(rng.choice(list(vec.index), 100, replace=False).tolist())
-B = X > 0
+rng = np.random.default_rng(0)
+sample = sorted(rng.choice(list(vec.index), 100, replace=False).tolist())
 for thr in (0.3, 0.4, 0.5, 0.6, 0.7):
     cl = fcluster(Z, t=thr, criterion='distance')
     topic = np.full(X.shape[1], -1); topic[idx] = cl
     sizes = np.bincount(cl)
-    for name, ts in (("show", SHOW), ("rand", sample)):
+    for name, ts in (("show", SHOWCASE), ("rand", sample)):
         shares = {3: [], 5: [], 8: []}
         for a in ts:
             for b in neighbours(vec, a, 5)["ticker"]:

@@ -5,14 +5,17 @@ score of their latents, showcase (50 pairs) and 40 random companies (200 pairs).
     python experiments/labels/score_bar.py
 """
 import numpy as np
+from measure import SHOWCASE  # this folder
 
 from finsae.features.bundled import bundled_feature_set
-from finsae.similarity import neighbours, explain_match
-fs = bundled_feature_set(); vec, lab = fs.vectors["sae"], fs.labels
-SHOW = ["AAPL", "NVDA", "JPM", "XOM", "PFE", "WMT", "BA", "KO", "NEE", "AMT"]
-rng = np.random.default_rng(0); sample = sorted(rng.choice(list(vec.index), 100, replace=False).tolist())
+from finsae.similarity import explain_match, neighbours
+
+fs = bundled_feature_set()
+vec, lab = fs.vectors["sae"], fs.labels
+rng = np.random.default_rng(0)
+sample = sorted(rng.choice(list(vec.index), 100, replace=False).tolist())
 for ms in (0.7, 0.6, 0.5):
-    for name, ts in (("show", SHOW), ("rand", sample[:40])):
+    for name, ts in (("show", SHOWCASE), ("rand", sample[:40])):
         sh, sc = [], []
         for a in ts:
             for b in neighbours(vec, a, 5)["ticker"]:

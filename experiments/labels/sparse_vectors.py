@@ -22,33 +22,27 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "search"))
 
+from measure import SHOWCASE, line_figures  # noqa: E402  (this folder)
 from search import Context  # noqa: E402
 
 from finsae.features.bundled import bundled_feature_set  # noqa: E402
-from finsae.similarity import explain_match, neighbours  # noqa: E402
-
-SHOWCASE = ["AAPL", "NVDA", "JPM", "XOM", "PFE", "WMT", "BA", "KO", "NEE", "AMT"]
+from finsae.features.company import keep_top_n  # noqa: E402
 
 
 def top_n(vec: pd.DataFrame, n: int) -> pd.DataFrame:
+    """`CompanyFeatures(top_n=n)` on vectors it already made: the row's top n, renormalised."""
     if not n:
         return vec
-    X = vec.to_numpy(dtype=float)
-    cut = -np.partition(-X, n - 1, axis=1)[:, n - 1:n]
-    X = np.where(X >= cut, X, 0.0)
+    X = keep_top_n(vec.to_numpy(dtype=float), n)
     X /= np.where((nrm := np.linalg.norm(X, axis=1, keepdims=True)) == 0, 1.0, nrm)
     return pd.DataFrame(X, index=vec.index, columns=vec.columns)
 
 
 def shown_share(vec, lab, lines=8):
-    sh, sc = [], []
-    for a in SHOWCASE:
-        for b in neighbours(vec, a, 5)["ticker"]:
-            ex = explain_match(vec, a, b, top=lines, labels=lab)
-            f = ex["features"][ex["features"]["checked"].astype(bool)]
-            sh.append(float(f["contribution"].sum()) / ex["cosine"])
-            sc += [lab[int(j)]["score"] for ids in f["ids"] for j in ids]
-    return float(np.median(sh)), float(np.median(sc))
+    """The median share of the cosine the `lines` checked concept lines carry over the
+    showcase pairs, and the median detection score of their latents (`measure.line_figures`)."""
+    f = line_figures(vec, lab, [t for t in SHOWCASE if t in vec.index], lines=(lines,))[0][lines]
+    return f["median_checked_share"], f["median_score_shown"]
 
 
 def main(argv=None):

@@ -340,12 +340,7 @@ class CompanyFeatures:
         return V
 
     def _top(self, V: np.ndarray) -> np.ndarray:
-        if self.top_n is None or V.shape[1] <= int(self.top_n):
-            return V
-        n = int(self.top_n)
-        cut = -np.partition(-V, n - 1, axis=1)[:, n - 1:n]
-        # ties at the cut are kept; a row with fewer than n positive values keeps them all
-        return np.where(V >= cut, V, 0.0)
+        return V if self.top_n is None else keep_top_n(V, int(self.top_n))
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         if not hasattr(self, "keep_"):
@@ -367,6 +362,16 @@ class CompanyFeatures:
 
     def fit_transform(self, X: pd.DataFrame, y=None) -> pd.DataFrame:
         return self.fit(X).transform(X)
+
+
+def keep_top_n(V: np.ndarray, n: int) -> np.ndarray:
+    """Each row's n largest values, the rest set to 0 (ties at the cut are kept; a row with
+    fewer than n positive values keeps them all). Rows are not renormalised: the top n of a
+    row are the same before and after scaling it."""
+    if V.shape[1] <= n:
+        return V
+    cut = -np.partition(-V, n - 1, axis=1)[:, n - 1:n]
+    return np.where(V >= cut, V, 0.0)
 
 
 #: chosen on 2001-2010 by experiments/search/search.py (see experiments/results/search.md)

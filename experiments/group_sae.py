@@ -207,27 +207,55 @@ def main(argv=None) -> int:
     # ---- 2. the methods, each SAE trained on n_tok tokens
     tc = TrainConfig(tokens=n_tok, batch_size=s.batch_size, lr=s.lr, seed=s.seed,
                      massive_factor=s.massive_factor, progress=False, checkpoint_every=None)
-    trained: dict[str, dict[int, tuple]] = {}   # method -> layer -> (sae, group index)
-    seconds: dict[str, list[float]] = {}
     # checkpoints of the scratch runs at the smallest transfer fraction, in whole batches
     ckpt_every = max(1, round(n_tok * floats(s.transfer_fracs)[0] / s.batch_size)) * s.batch_size
-    for name, (groups, width) in methods.items():
-        trained[name], seconds[name] = {}, []
-        for gi, g in enumerate(groups):
-            folder = runs / name / ("layers_" + "-".join(map(str, g)))
+    t_tf = TrainConfig(**{**tc.to_dict(), "tokens": int(max(floats(s.transfer_fracs)) * n_tok),
+                          "lr": s.lr * s.transfer_lr_scale, "checkpoint_every": ckpt_every})
+    # training order: what the main tables need first (so an interrupted run has finished
+    # them), the G sweep and the small per-layer SAEs last
+    sweep = [n for n in methods if n.startswith(("amad_G", "even_G"))]
+    order = (["per_layer", "amad_groups", "even_groups", "transfer"] + sweep
+             + [n for n in methods if n not in sweep and n not in
+                ("per_layer", "amad_groups", "even_groups")])
+    seconds: dict[str, list[float]] = {n: [] for n in methods}
+    folders: dict[str, list[Path]] = {n: [] for n in methods}
+    unique: dict[Path, float] = {}          # each SAE trained (or found done) once
+    for name in order:
+        if name == "transfer":
+            for l, direction, src, tf in transfer_runs(s, runs):
+                nb = load_sae(runs / "per_layer" / f"layers_{src}")
+                unique[tf] = train_once(
+                    tf, lambda: transfer_sae(nb, train[l], t_tf, out=tf, layer=l).seconds)
+            print(f"transfer: {len(ints(s.transfer_layers)) * 2} SAEs", flush=True)
+            continue
+        groups, width = methods[name]
+        for g in groups:
+            folder = sae_folder(runs, name, g, width, s.d_sae)
             cfg = SAEConfig(d_in=d, d_sae=width, k=s.k,
                             meta={"model": s.model, "layer": g[0] if len(g) == 1 else None})
             # the per-layer run doubles as the scratch curve of the transfer experiment
-            ck = name == "per_layer" and g[0] in ints(s.transfer_layers)
+            ck = len(g) == 1 and width == s.d_sae and g[0] in ints(s.transfer_layers)
             t = TrainConfig(**{**tc.to_dict(), "checkpoint_every": ckpt_every if ck else None})
-            seconds[name].append(train_once(
+            # the seed follows the layers, not the method: the same layers at the same width
+            # are the same SAE wherever they recur (AMAD's nested partitions, the last layer)
+            unique[folder] = train_once(
                 folder, lambda: train_group_sae(train, g, cfg, t, out=folder,
-                                                seed=s.seed + gi).seconds))
-            sae = load_sae(folder)          # what was saved is what gets evaluated
+                                                seed=s.seed + g[0]).seconds)
+            seconds[name].append(unique[folder])
+            folders[name].append(folder)
+        print(f"{name}: {len(groups)} SAEs (d_sae {width}) in {sum(seconds[name]):.0f}s "
+              f"({len(unique)} distinct SAEs so far, {sum(unique.values()):.0f}s)", flush=True)
+    log["distinct_saes"], log["distinct_sae_seconds"] = len(unique), sum(unique.values())
+    log["saes_asked"] = sum(len(v) for v in folders.values()) + 2 * len(ints(s.transfer_layers))
+    trained: dict[str, dict[int, tuple]] = {}   # method -> layer -> (sae, group index)
+    loaded: dict[Path, object] = {}             # what was saved is what gets evaluated
+    for name, (groups, width) in methods.items():
+        trained[name] = {}
+        for gi, (g, folder) in enumerate(zip(groups, folders[name])):
+            if folder not in loaded:
+                loaded[folder] = load_sae(folder)
             for l in g:
-                trained[name][l] = (sae, gi)
-        print(f"{name}: {len(groups)} SAEs (d_sae {width}) in {sum(seconds[name]):.0f}s",
-              flush=True)
+                trained[name][l] = (loaded[folder], gi)
 
     # ---- 3. evaluation: FVU, L0, dead on every layer; CE on ce_layers
     ce_ids = data["eval_ids"][: max(1, s.ce_tokens // s.seq_len)]
@@ -297,13 +325,9 @@ def main(argv=None) -> int:
         for f in fracs:
             trows.append(transfer_row(l, "scratch", runs / "per_layer" / f"layers_{l}",
                                       f, n_tok, ckpt_every, ev_kept, splicer))
-        for direction, src in (("forward", l - 1), ("backward", l + 1)):
+        for _, direction, src, tf in (r for r in transfer_runs(s, runs) if r[0] == l):
             nb = trained["per_layer"][src][0]
             trows.append(transfer_row(l, direction, nb, 0, n_tok, ckpt_every, ev_kept, splicer))
-            t = TrainConfig(**{**tc.to_dict(), "tokens": int(max(fracs) * n_tok),
-                               "lr": s.lr * s.transfer_lr_scale, "checkpoint_every": ckpt_every})
-            tf = runs / f"transfer_{direction}" / f"layer_{l}"
-            train_once(tf, lambda: transfer_sae(nb, train[l], t, out=tf, layer=l).seconds)
             for f in fracs:
                 trows.append(transfer_row(l, direction, tf, f, n_tok, ckpt_every, ev_kept,
                                           splicer))
@@ -320,6 +344,24 @@ def main(argv=None) -> int:
     write_summary(out)
     print(f"done in {log['total_seconds']:.0f}s", flush=True)
     return 0
+
+
+def sae_folder(runs: Path, name: str, g: list[int], width: int, d_sae: int) -> Path:
+    """Where the SAE of layers g at this width lives: one folder per (layers, width), so a
+    group that recurs across methods is trained once (a single layer at the working width is
+    the per-layer SAE)."""
+    leaf = "layers_" + "-".join(map(str, g))
+    if width != d_sae:
+        return runs / name / leaf
+    return runs / ("per_layer" if len(g) == 1 else "groups") / leaf
+
+
+def transfer_runs(s: Settings, runs: Path):
+    """(target layer, direction, source layer, folder) of every transfer run: forward from
+    l-1, backward from l+1."""
+    for l in ints(s.transfer_layers):
+        for direction, src in (("forward", l - 1), ("backward", l + 1)):
+            yield l, direction, src, runs / f"transfer_{direction}" / f"layer_{l}"
 
 
 def train_once(folder: Path, fit) -> float:

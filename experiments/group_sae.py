@@ -47,6 +47,9 @@ from finsae.sae.plots import plot_distances  # noqa: E402
 from finsae.sae.train import TRAIN_RECIPE  # noqa: E402
 
 
+TRANSFER_CHECKPOINTS = 16   # a transfer run saves a checkpoint every 1/16 of its budget
+
+
 @dataclass
 class Settings:
     model: str = "smollm2-135m"
@@ -209,8 +212,11 @@ def main(argv=None) -> int:
                      massive_factor=s.massive_factor, progress=False, checkpoint_every=None)
     # checkpoints of the scratch runs at the smallest transfer fraction, in whole batches
     ckpt_every = max(1, round(n_tok * floats(s.transfer_fracs)[0] / s.batch_size)) * s.batch_size
+    # the transfer runs are checkpointed more finely: how few tokens a transferred SAE needs
+    # is the question, and it starts near its neighbour's quality
+    tf_every = max(1, round(n_tok / TRANSFER_CHECKPOINTS / s.batch_size)) * s.batch_size
     t_tf = TrainConfig(**{**tc.to_dict(), "tokens": int(max(floats(s.transfer_fracs)) * n_tok),
-                          "lr": s.lr * s.transfer_lr_scale, "checkpoint_every": ckpt_every})
+                          "lr": s.lr * s.transfer_lr_scale, "checkpoint_every": tf_every})
     # training order: what the main tables need first (so an interrupted run has finished
     # them), the G sweep and the small per-layer SAEs last
     sweep = [n for n in methods if n.startswith(("amad_G", "even_G"))]
@@ -319,6 +325,10 @@ def main(argv=None) -> int:
 
     # ---- 5. transfer: forward (from l-1), backward (from l+1), scratch (the per-layer run)
     fracs = floats(s.transfer_fracs)
+    # transfer checkpoints evaluated: a geometric ladder down to the finest checkpoint, plus
+    # the scratch run's fractions (each point costs a CE splice)
+    tf_fracs = sorted({*fracs, *(2.0 ** -i for i in range(1, int(math.log2(
+        TRANSFER_CHECKPOINTS)) + 1))})
     trows = []
     for l in ints(s.transfer_layers):
         # scratch: checkpoints of the per-layer run
@@ -328,8 +338,8 @@ def main(argv=None) -> int:
         for _, direction, src, tf in (r for r in transfer_runs(s, runs) if r[0] == l):
             nb = trained["per_layer"][src][0]
             trows.append(transfer_row(l, direction, nb, 0, n_tok, ckpt_every, ev_kept, splicer))
-            for f in fracs:
-                trows.append(transfer_row(l, direction, tf, f, n_tok, ckpt_every, ev_kept,
+            for f in tf_fracs:
+                trows.append(transfer_row(l, direction, tf, f, n_tok, tf_every, ev_kept,
                                           splicer))
         print(f"transfer layer {l} done ({time.perf_counter() - T_start:.0f}s)", flush=True)
     write_table(out / "transfer", trows)
@@ -386,11 +396,14 @@ def splice_row(m: dict) -> dict:
 
 def transfer_row(layer, method, sae, frac, n_tok, ckpt_every, ev_kept, splicer) -> dict:
     """FVU, L0 and CE of `sae` at `layer`; a run folder stands for its checkpoint nearest to
-    frac x n_tok tokens (or its final save), an SAE for itself at 0 tokens."""
+    frac x n_tok tokens, an SAE for itself at 0 tokens."""
     tokens = int(round(frac * n_tok / ckpt_every)) * ckpt_every
     if isinstance(sae, Path):
         p = sae / "checkpoints" / f"tokens_{tokens}"
-        sae = load_sae(p if p.exists() else sae)
+        if not p.exists():  # never stand in another checkpoint for the one asked for
+            raise FileNotFoundError(f"{p}: no checkpoint at {tokens} tokens (run trained "
+                                    f"with another checkpoint interval?)")
+        sae = load_sae(p)
     m = evaluate_reconstruction(sae, ev_kept[layer].float(), massive_factor=None)
     ce = splicer.metrics(layer, sae)
     return {"layer": layer, "method": method, "tokens": tokens, "fvu": m["fvu"], "l0": m["l0"],

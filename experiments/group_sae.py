@@ -33,7 +33,8 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from group_sae_parts.plan import floats, ints, measure, method_specs, plan, show  # noqa: E402
-from group_sae_parts.report import (plot_methods, plot_transfer, transfer_recovery,  # noqa: E402
+from group_sae_parts.report import (frontier, plot_frontier, plot_methods,  # noqa: E402
+                                    plot_transfer, transfer_reach, transfer_recovery,
                                     write_summary, write_table)
 
 from finsae.data.paths import cache_dir  # noqa: E402
@@ -264,6 +265,7 @@ def main(argv=None) -> int:
                 trained[name][l] = (loaded[folder], gi)
 
     # ---- 3. evaluation: FVU, L0, dead on every layer; CE on ce_layers
+    t_eval = time.perf_counter()
     ce_ids = data["eval_ids"][: max(1, s.ce_tokens // s.seq_len)]
     splicer = SpliceEvaluator(model, ce_ids, hidden=ev, massive=massive_ev)
     check = ints(s.ce_layers)[0]
@@ -304,8 +306,9 @@ def main(argv=None) -> int:
                 groups, n_tok, [x / n_tok for x in seconds[name]], cap_s_per_tok_depth, shared)
         if base is None:
             base = costs
+        family, g = method_family(name, grouping.chosen_g, L)
         summary.append({
-            "method": name, "n_saes": len(groups), "d_sae": width,
+            "method": name, "family": family, "G": g, "n_saes": len(groups), "d_sae": width,
             "fvu": float(np.mean([r["fvu"] for r in sub])),
             "ce_loss_score": float(np.mean([r["ce_loss_score"] for r in ce])),
             "delta_lm_loss": float(np.mean([r["delta_lm_loss"] for r in ce])),
@@ -320,7 +323,13 @@ def main(argv=None) -> int:
     for r in summary:
         r["fvu_cost_vs_per_layer"] = r["fvu"] - summary[0]["fvu"]
         r["ce_score_cost_vs_per_layer"] = summary[0]["ce_loss_score"] - r["ce_loss_score"]
+    evens = {r["G"]: methods[r["method"]][0] for r in summary if r["family"] == "even"}
+    for r in summary:
+        if r["family"] == "amad":
+            r["same_groups_as_even"] = methods[r["method"]][0] == evens.get(r["G"])
     write_table(out / "methods", summary)
+    write_table(out / "frontier", frontier(summary))
+    plot_frontier(summary, out / "frontier.png", grouping.chosen_g)
     plot_methods(rows, list(methods), out / "fvu_by_layer.png", grouping.groups)
 
     # ---- 5. transfer: forward (from l-1), backward (from l+1), scratch (the per-layer run)
@@ -344,9 +353,12 @@ def main(argv=None) -> int:
         print(f"transfer layer {l} done ({time.perf_counter() - T_start:.0f}s)", flush=True)
     write_table(out / "transfer", trows)
     write_table(out / "transfer_recovery", transfer_recovery(trows, n_tok))
+    write_table(out / "transfer_reach", transfer_reach(trows, n_tok))
     plot_transfer(trows, out / "transfer_curves.png")
 
     log["total_seconds"] = time.perf_counter() - T_start
+    log["eval_seconds"] = time.perf_counter() - t_eval
+    log["transfer_checkpoints"] = TRANSFER_CHECKPOINTS
     log["grouping"] = {"chosen_g": grouping.chosen_g, "groups": grouping.groups,
                        "contiguous": grouping.contiguous,
                        "even_groups": methods["even_groups"][0]}
@@ -354,6 +366,16 @@ def main(argv=None) -> int:
     write_summary(out)
     print(f"done in {log['total_seconds']:.0f}s", flush=True)
     return 0
+
+
+def method_family(name: str, chosen_g: int, n_layers: int) -> tuple[str, int]:
+    """(family, G) of a method: amad / even groups at G, per-layer (G = L - 1: every layer
+    before the last alone) or the equal-compute small per-layer SAEs."""
+    if name in ("amad_groups", "even_groups"):
+        return name.split("_")[0], chosen_g
+    if name.startswith(("amad_G", "even_G")):
+        return name.split("_")[0], int(name.split("_G")[1])
+    return ("per_layer" if name == "per_layer" else "small"), n_layers - 1
 
 
 def sae_folder(runs: Path, name: str, g: list[int], width: int, d_sae: int) -> Path:

@@ -267,6 +267,44 @@ def test_groups_cli_json_from_a_distance_file(tmp_path, capsys):
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_groups_cli_shows_measured_results_beside_amad(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+    d = block_distances([3, 2], within=0.1, between=0.6)
+    np.savetxt(tmp_path / "d.csv", d, delimiter=",")
+    res = tmp_path / "res"
+    res.mkdir()
+    pd.DataFrame([{"G": 1, "n_saes": 2, "fvu_amad": 0.31, "fvu_even": 0.32, "ce_amad": 0.81,
+                   "ce_even": 0.80, "saving_flops_separate_amad": 0.42,
+                   "saving_flops_shared": 0.05},
+                  {"G": 2, "n_saes": 3, "fvu_amad": 0.21, "fvu_even": 0.23, "ce_amad": 0.91,
+                   "ce_even": 0.88, "saving_flops_separate_amad": 0.25,
+                   "saving_flops_shared": 0.03}]).to_csv(res / "frontier.csv", index=False)
+    pd.DataFrame([{"method": "per_layer", "n_saes": 6, "fvu": 0.19, "ce_loss_score": 0.93}]
+                 ).to_csv(res / "methods.csv", index=False)
+    pd.DataFrame([{"method": "forward", "share_of_scratch_budget_99pct": v} for v in
+                  (0.1, 0.3, 0.2)]).to_csv(res / "transfer_reach.csv", index=False)
+    base = ["groups", "--distances", str(tmp_path / "d.csv"), "--plot", "", "--results",
+            str(res)]
+    args = _sae_cli().parse_args(base + ["--json"])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)["results"]
+    assert [r["G"] for r in out["by_g"]] == [1, 2] and out["by_g"][1]["fvu_amad"] == 0.21
+    assert out["per_layer"] == {"n_saes": 6, "fvu": 0.19, "ce_loss_score": 0.93}
+    assert out["transfer"] == {"forward": pytest.approx(0.2)}
+    args = _sae_cli().parse_args(base)
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    row2 = [line for line in text.splitlines() if line.startswith("  2 ")][0]
+    assert "0.2100" in row2 and "0.2300" in row2 and "25.0%" in row2 and "chosen" in row2
+    assert not [line for line in text.splitlines() if line.startswith("  3 ")]
+    assert "forward 20.0%" in text
+    (res / "methods.csv").unlink()
+    with pytest.raises(SystemExit, match="methods.csv"):
+        _sae_cli().parse_args(base).func(_sae_cli().parse_args(base))
+
+
 def test_transfer_cli(tmp_path, capsys):
     import json
 
@@ -309,3 +347,42 @@ def test_model_stream_equals_direct_hidden_states():
     ref = direct_distance(torch.cat(rows, 1))
     assert info["n_tokens"] == sum(r.shape[1] for r in rows)
     np.testing.assert_allclose(got[:3, :3], ref, atol=1e-5)
+
+
+def test_experiment_report_tokens_to_reach_and_frontier():
+    """The Group-SAE experiment's report arithmetic (experiments/group_sae_parts/report.py)."""
+    import importlib.util
+    from pathlib import Path
+    f = Path(__file__).resolve().parents[1] / "experiments" / "group_sae_parts" / "report.py"
+    spec = importlib.util.spec_from_file_location("gs_report", f)
+    rep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rep)
+    curve = [(200, 0.9), (0, 0.5), (100, 0.7)]           # order does not matter
+    assert rep.tokens_to_reach(curve, 0.8) == pytest.approx(150)
+    assert rep.tokens_to_reach(curve, 0.4) == 0.0         # the start already reaches it
+    assert rep.tokens_to_reach(curve, 0.95) is None
+    # first crossing, even if the curve dips afterwards
+    assert rep.tokens_to_reach([(0, 0.5), (10, 1.0), (20, 0.6)], 0.75) == pytest.approx(5)
+    rows = ([{"layer": 3, "method": "scratch", "tokens": t, "ce_loss_score": v}
+             for t, v in ((50, 0.5), (100, 0.9), (200, 1.0))]
+            + [{"layer": 3, "method": "forward", "tokens": t, "ce_loss_score": v}
+               for t, v in ((0, 0.9), (50, 0.98), (200, 1.0))]
+            + [{"layer": 3, "method": "backward", "tokens": t, "ce_loss_score": v}
+               for t, v in ((0, 0.97), (200, 0.98))])
+    got = {r["method"]: r for r in rep.transfer_reach(rows, 200)}
+    assert got["forward"]["tokens_to_95pct"] == pytest.approx(50 * 0.05 / 0.08)
+    assert got["forward"]["share_of_scratch_budget_99pct"] == pytest.approx(
+        (50 + 150 * 0.01 / 0.02) / 200)
+    assert got["backward"]["tokens_to_95pct"] == 0.0 and got["backward"]["tokens_to_99pct"] is None
+    assert got["scratch"]["tokens_to_95pct"] == pytest.approx(100 + 100 * 0.05 / 0.1)
+    summ = [{"family": f, "G": g, "n_saes": g + 1, "fvu": fvu, "ce_loss_score": ce,
+             "saving_flops_separate_runs": 0.3, "saving_flops_shared_capture": 0.1,
+             "same_groups_as_even": same}
+            for f, g, fvu, ce, same in (("amad", 1, 0.3, 0.8, True), ("even", 1, 0.3, 0.8, None),
+                                        ("amad", 2, 0.2, 0.9, False),
+                                        ("even", 2, 0.25, 0.85, None),
+                                        ("amad", 3, 0.1, 0.95, False))]
+    fr = rep.frontier(summ)
+    assert [r["G"] for r in fr] == [1, 2]                 # G=3 has no even counterpart
+    assert fr[1]["fvu_amad_minus_even"] == pytest.approx(-0.05)
+    assert fr[0]["same_groups"] and not fr[1]["same_groups"]

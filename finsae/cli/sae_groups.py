@@ -44,6 +44,10 @@ def add_commands(sae_subparsers) -> None:
     p.add_argument("--plot", default="angular_distance.png", metavar="PNG",
                    help="heatmap path ('' for none)")
     p.add_argument("--save-distances", metavar="CSV", help="write the matrix as CSV")
+    p.add_argument("--results", metavar="DIR",
+                   help="a results folder of experiments/group_sae.py (frontier.csv, "
+                        "methods.csv): show the measured FVU, CE-loss score and compute saved "
+                        "at each G beside AMAD")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... for the LM")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=run_groups)
@@ -88,6 +92,9 @@ def run_groups(args) -> int:
     if args.plot:
         plot_distances(res.distances, args.plot, res.groups)
     out = {**res.to_dict(), **info, "plot": args.plot or None}
+    measured = read_group_results(args.results) if args.results else None
+    if measured is not None:
+        out["results"] = measured
     if args.json:
         json.dump(out, sys.stdout, indent=1)
         print()
@@ -98,14 +105,71 @@ def run_groups(args) -> int:
         print(f"angular distance of {info['model']} over {info['n_tokens']} tokens "
               f"(centring: {info['center']}; {info['n_massive_dropped']} massive tokens "
               f"dropped)")
-    print("  G  SAEs  AMAD")
+    by_g = {r["G"]: r for r in measured["by_g"]} if measured else {}
+    head = "  G  SAEs  AMAD"
+    if measured:
+        head += ("   FVU amad  FVU even  CE amad  CE even  saved(FLOPs, separate runs / "
+                 "shared capture)")
+    print(head)
     for g, v in res.amad.items():
         mark = "  <- chosen" if g == res.chosen_g else ""
-        print(f"{g:3d} {g + int(res.last_alone):5d}  {v:.3f}{mark}")
+        m = by_g.get(g)
+        cols = (f"   {m['fvu_amad']:8.4f}  {m['fvu_even']:8.4f}  {m['ce_amad']:7.4f}  "
+                f"{m['ce_even']:7.4f}  {m['saving_flops_separate_amad']:6.1%} / "
+                f"{m['saving_flops_shared']:5.1%}") if m else ""
+        if measured and not m and g > max(by_g, default=0):
+            continue            # past the measured G values: AMAD only would be noise here
+        print(f"{g:3d} {g + int(res.last_alone):5d}  {v:.3f}{cols}{mark}")
     print(f"groups: {res.groups}")
+    if measured:
+        b = measured["per_layer"]
+        print(f"per-layer SAEs ({b['n_saes']}): FVU {b['fvu']:.4f}, CE-loss score "
+              f"{b['ce_loss_score']:.4f}; measured in {args.results} ({measured['scale']})")
+        if measured["transfer"]:
+            print("transfer, fine-tuning tokens to 99% of scratch's final CE-loss score "
+                  "(share of the scratch budget, median over layers): "
+                  + ", ".join(f"{k} {v:.1%}" for k, v in measured["transfer"].items()))
     if args.plot:
         print(f"heatmap: {args.plot}")
     return 0
+
+
+def read_group_results(folder) -> dict:
+    """The measured side of `finsae sae groups --results`: per G, AMAD's and evenly spaced
+    groups' mean FVU, CE-loss score and compute saved (frontier.csv), the per-layer baseline
+    (methods.csv) and the transfer token shares (transfer_reach.csv), from a results folder of
+    experiments/group_sae.py."""
+    import pandas as pd
+    folder = Path(folder)
+    need = [folder / n for n in ("frontier.csv", "methods.csv")]
+    missing = [str(f) for f in need if not f.exists()]
+    if missing:
+        raise SystemExit(f"--results {folder}: missing {', '.join(missing)} (a results folder "
+                         "of experiments/group_sae.py holds them)")
+    front = pd.read_csv(need[0])
+    methods = pd.read_csv(need[1])
+    base = methods[methods.method == "per_layer"]
+    if base.empty:
+        raise SystemExit(f"{need[1]}: no per_layer row")
+    b = base.iloc[0]
+    out = {"folder": str(folder), "by_g": front.to_dict("records"),
+           "per_layer": {"n_saes": int(b.n_saes), "fvu": float(b.fvu),
+                         "ce_loss_score": float(b.ce_loss_score)},
+           "transfer": {}, "scale": ""}
+    run = folder / "run.json"
+    if run.exists():
+        log = json.loads(run.read_text())
+        st = log.get("settings", {})
+        out["scale"] = (f"{st.get('model')}, {log.get('sae_tokens', 0):,} tokens per SAE, "
+                        f"d_sae {st.get('d_sae')}, k {st.get('k')}")
+    reach = folder / "transfer_reach.csv"
+    if reach.exists():
+        r = pd.read_csv(reach)
+        for m in ("forward", "backward", "scratch"):
+            v = r[r.method == m]["share_of_scratch_budget_99pct"]
+            if len(v):
+                out["transfer"][m] = float(v.median())
+    return out
 
 
 def run_transfer(args) -> int:

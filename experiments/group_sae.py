@@ -276,15 +276,17 @@ def main(argv=None) -> int:
                                                     ).abs().max())
     rows = []
     ev_kept = ev[:, ~massive_ev]
+    measured: dict[tuple[int, int], dict] = {}  # (SAE, layer) -> metrics: a shared SAE once
     for name in methods:
         for l in range(L):
             sae, gi = trained[name][l]
-            m = evaluate_reconstruction(sae, ev_kept[l].float(), massive_factor=None)
-            row = {"method": name, "layer": l, "group": gi, "fvu": m["fvu"], "l0": m["l0"],
-                   "dead_fraction": m["dead_fraction"]}
-            if l in ints(s.ce_layers):
-                row.update(splice_row(splicer.metrics(l, sae)))
-            rows.append(row)
+            if (id(sae), l) not in measured:
+                m = evaluate_reconstruction(sae, ev_kept[l].float(), massive_factor=None)
+                m = {"fvu": m["fvu"], "l0": m["l0"], "dead_fraction": m["dead_fraction"]}
+                if l in ints(s.ce_layers):
+                    m.update(splice_row(splicer.metrics(l, sae)))
+                measured[id(sae), l] = m
+            rows.append({"method": name, "layer": l, "group": gi, **measured[id(sae), l]})
         print(f"evaluated {name} ({time.perf_counter() - T_start:.0f}s)", flush=True)
     write_table(out / "per_layer_metrics", rows)
 

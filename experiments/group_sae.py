@@ -342,8 +342,8 @@ def main(argv=None) -> int:
         TRANSFER_CHECKPOINTS)) + 1))})
     trows = []
     for l in ints(s.transfer_layers):
-        # scratch: checkpoints of the per-layer run
-        for f in fracs:
+        # scratch: every checkpoint of the per-layer run (its FVU curve shows the flattening)
+        for f in np.arange(1, n_tok // ckpt_every + 1) * ckpt_every / n_tok:
             trows.append(transfer_row(l, "scratch", runs / "per_layer" / f"layers_{l}",
                                       f, n_tok, ckpt_every, ev_kept, splicer))
         for _, direction, src, tf in (r for r in transfer_runs(s, runs) if r[0] == l):

@@ -380,3 +380,26 @@ def test_sae_method_in_evaluate_and_backtest_registries():
     part = resolve("sae", backtest_context(companies, prices, universe, BacktestConfig())
                    ).partition_at("2015-01-01", "2015-12-31")
     assert part.nunique() == 127 and set(part.index) == set(universe)
+
+
+def test_build_path_keeps_the_default_1024_strongest_latents():
+    """sae_company_vectors (what `finsae features build` and the run call) applies the default
+    top_n of 1024: a company with more active latents keeps its 1,024 largest."""
+    from finsae.features.build import sae_company_vectors
+    from finsae.features.company import DEFAULT_FEATURES, TokenLatents
+    assert DEFAULT_FEATURES["top_n"] == 1024
+    rng = np.random.default_rng(0)
+    n_doc, n_tok, k, d_sae = 20, 300, 8, 3000   # ~1,650 distinct latents per company
+    idx = np.stack([rng.choice(d_sae, k, replace=False) for _ in range(n_doc * n_tok)])
+    val = rng.uniform(0.1, 2.0, idx.shape)
+    tl = TokenLatents([f"T{i}" for i in range(n_doc)], np.arange(n_doc + 1) * n_tok, idx, val,
+                      d_sae)
+    vec, _, _ = sae_company_vectors(tl, None, content_only=False)
+    full, _, _ = sae_company_vectors(tl, None, content_only=False, top_n=None)
+    assert ((full.to_numpy() != 0).sum(axis=1) > 1400).all()
+    for t in full.index:
+        f, kept = full.loc[t].to_numpy(), vec.loc[t].to_numpy() != 0
+        cut = np.sort(f)[-1024]
+        # the 1,024 largest, plus any latent tied with the 1,024th (sublinear tf is exactly 1
+        # at a latent's median company, so latents of equal document frequency can tie)
+        assert kept.sum() >= 1024 and (kept == (f >= cut)).all()

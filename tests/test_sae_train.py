@@ -159,3 +159,23 @@ def test_cli_train_and_eval(tmp_path, capsys):
     assert "known: topk" in capsys.readouterr().err
     assert main(["sae", "eval", str(tmp_path)]) == 2
     assert "not an SAE folder" in capsys.readouterr().err
+
+
+def test_tune_allocator_applies_on_glibc_and_yields_to_the_user(tmp_path):
+    """In fresh processes (mallopt changes the whole process): applied on Linux with glibc,
+    skipped when the user set a MALLOC_* variable or FINSAE_NO_MALLOC_TUNING."""
+    import os
+    import platform
+    import subprocess
+    import sys
+    code = "from finsae.allocator import tune_allocator; print(tune_allocator())"
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith("MALLOC_") and k != "FINSAE_NO_MALLOC_TUNING"}
+
+    def run(**extra):
+        return subprocess.run([sys.executable, "-c", code], env={**base, **extra},
+                              capture_output=True, text=True, check=True).stdout.strip()
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert run() == str(glibc)
+    assert run(MALLOC_TRIM_THRESHOLD_="131072") == "False"
+    assert run(FINSAE_NO_MALLOC_TUNING="1") == "False"

@@ -65,12 +65,16 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    own_process = argv is None      # the console script / python -m finsae, not a caller's
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.verb is None else 2
+    if own_process:                 # keep freed memory for the next step (finsae/allocator.py)
+        from ..allocator import tune_allocator
+        tune_allocator()
     try:
         rc = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows up here, not at exit

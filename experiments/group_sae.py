@@ -37,6 +37,7 @@ from group_sae_parts.report import (frontier, plot_frontier, plot_methods,  # no
                                     plot_transfer, transfer_reach, transfer_recovery,
                                     write_summary, write_table)
 
+from finsae.allocator import tune_allocator  # noqa: E402
 from finsae.data.paths import cache_dir  # noqa: E402
 from finsae.hashing import Hasher  # noqa: E402
 from finsae.lm import capture_blocks, decoder_layers, forward_from, load_lm, pack_tokens  # noqa: E402,E501
@@ -155,6 +156,7 @@ def main(argv=None) -> int:
     if s.summary_only:
         write_summary(Path(s.out))
         return 0
+    tune_allocator()        # this process is ours: keep freed memory between training steps
     torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
     lm = load_lm(s.model, device=s.device, dtype="float32")

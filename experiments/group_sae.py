@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     if s.summary_only:
         write_summary(Path(s.out))
         return 0
-    tune_allocator()        # this process is ours: keep freed memory between training steps
+    tuned = tune_allocator()  # this process is ours: keep freed memory between training steps
     torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
     lm = load_lm(s.model, device=s.device, dtype="float32")
@@ -229,12 +229,14 @@ def main(argv=None) -> int:
     seconds: dict[str, list[float]] = {n: [] for n in methods}
     folders: dict[str, list[Path]] = {n: [] for n in methods}
     unique: dict[Path, float] = {}          # each SAE trained (or found done) once
+    widths: dict[Path, int] = {}
     for name in order:
         if name == "transfer":
             for l, direction, src, tf in transfer_runs(s, runs):
                 nb = load_sae(runs / "per_layer" / f"layers_{src}")
                 unique[tf] = train_once(
-                    tf, lambda: transfer_sae(nb, train[l], t_tf, out=tf, layer=l).seconds)
+                    tf, lambda: transfer_sae(nb, train[l], t_tf, out=tf, layer=l).seconds,
+                    tuned)
             print(f"transfer: {len(ints(s.transfer_layers)) * 2} SAEs", flush=True)
             continue
         groups, width = methods[name]
@@ -249,12 +251,25 @@ def main(argv=None) -> int:
             # are the same SAE wherever they recur (AMAD's nested partitions, the last layer)
             unique[folder] = train_once(
                 folder, lambda: train_group_sae(train, g, cfg, t, out=folder,
-                                                seed=s.seed + g[0]).seconds)
+                                                seed=s.seed + g[0]).seconds, tuned)
+            widths[folder] = width
             seconds[name].append(unique[folder])
             folders[name].append(folder)
         print(f"{name}: {len(groups)} SAEs (d_sae {width}) in {sum(seconds[name]):.0f}s "
               f"({len(unique)} distinct SAEs so far, {sum(unique.values()):.0f}s)", flush=True)
     log["distinct_saes"], log["distinct_sae_seconds"] = len(unique), sum(unique.values())
+    # seconds per SAE for the cost model: every SAE of one width does the same work, so the
+    # median over those trained with the allocator tuned stands for each of them (a run made
+    # in pieces mixes conditions: SAEs trained before the tuning, or beside other jobs)
+    sec_per_sae = {}
+    for w in set(widths.values()):
+        fs = [f for f in widths if widths[f] == w]
+        ok = [unique[f] for f in fs if json.loads((f / "done.json").read_text()).get(
+            "allocator_tuned")]
+        sec_per_sae[w] = float(np.median(ok or [unique[f] for f in fs]))
+        log.setdefault("sae_seconds_median", {})[str(w)] = {
+            "seconds": sec_per_sae[w], "n_saes": len(ok or fs), "of": len(fs),
+            "allocator_tuned": bool(ok)}
     log["saes_asked"] = sum(len(v) for v in folders.values()) + 2 * len(ints(s.transfer_layers))
     trained: dict[str, dict[int, tuple]] = {}   # method -> layer -> (sae, group index)
     loaded: dict[Path, object] = {}             # what was saved is what gets evaluated
@@ -307,7 +322,8 @@ def main(argv=None) -> int:
             costs[("flops", shared)] = training_cost(groups, n_tok, fl_train,
                                                      fl_cap_per_tok_depth, shared)
             costs[("sec", shared)] = training_cost(
-                groups, n_tok, [x / n_tok for x in seconds[name]], cap_s_per_tok_depth, shared)
+                groups, n_tok, [sec_per_sae[width] / n_tok] * len(groups),
+                cap_s_per_tok_depth, shared)
         if base is None:
             base = costs
         family, g = method_family(name, grouping.chosen_g, L)
@@ -400,7 +416,7 @@ def transfer_runs(s: Settings, runs: Path):
             yield l, direction, src, runs / f"transfer_{direction}" / f"layer_{l}"
 
 
-def train_once(folder: Path, fit) -> float:
+def train_once(folder: Path, fit, tuned: bool = False) -> float:
     """Run `fit` (training that saves into `folder` and returns its seconds) unless an earlier
     run of the same settings finished it: the folders live under the run's cache key, and
     `done.json`, written last, marks a finished SAE, so an interrupted experiment resumes at
@@ -409,7 +425,7 @@ def train_once(folder: Path, fit) -> float:
     if done.exists():
         return float(json.loads(done.read_text())["seconds"])
     seconds = float(fit())
-    done.write_text(json.dumps({"seconds": seconds}))
+    done.write_text(json.dumps({"seconds": seconds, "allocator_tuned": bool(tuned)}))
     return seconds
 
 

@@ -245,6 +245,10 @@ def write_summary(out: Path) -> None:
                          f"{_pct(v.max())}" + (f"; {n_no} layers never" if n_no else "") + ")")
         return "; ".join(parts)
 
+    sec_txt = "; ".join(
+        f"d_sae {w}: {v['seconds']:.0f} s, the median of {v['n_saes']} of its {v['of']} SAEs"
+        + (", those trained with the allocator tuned" if v.get("allocator_tuned") else "")
+        for w, v in log.get("sae_seconds_median", {}).items())
     paper_fvu_ok = a.fvu_cost_vs_per_layer <= 0.01
     paper_save_ok = a.saving_flops_separate_runs >= 0.40
     text = f"""# Group-SAE and layer-wise transfer on SmolLM2-135M (CPU)
@@ -299,7 +303,9 @@ Savings are against per-layer SAEs. "Separate runs": each SAE's training run doe
 forward up to its deepest layer (the papers' accounting); "shared capture": one forward
 captures every layer for all SAEs, so only SAE training is saved. FLOPs: 2*d*m + 8*k*d per SAE
 training token (sparse TopK), (2*params + 2*d*seq) per token per block for the LM. Seconds:
-each SAE's measured training time and the measured capture time per token and block.
+the measured capture time per token and block, and per SAE the median measured training time
+of its width ({sec_txt}): every SAE of one width does the same work, and a run made in pieces
+mixes conditions (train_seconds, the raw sum per method, shows them).
 
 **Against the Group-SAE paper** (Pythia-160M: 42.5% of compute saved, FVU about 0.01 worse):
 AMAD's {len(grouping['groups'])} SAEs save {_pct(a.saving_flops_separate_runs)} of FLOPs

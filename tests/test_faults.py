@@ -330,6 +330,15 @@ def test_feature_build_rebuilds_a_damaged_cache(tmp_path, tokenizer, capsys):
     with pytest.raises(DataError, match="features build` printed"):
         company_sae_vectors(user)
     pd.testing.assert_frame_equal(company_sae_vectors(user, features=folder), ref)
+    # a new version of the features code is not served from the old cache
+    import finsae.features.build as fb
+    old = fb.FEATURES_RECIPE
+    try:
+        fb.FEATURES_RECIPE = old + 1
+        newer = build_feature_set(companies, **kw)
+    finally:
+        fb.FEATURES_RECIPE = old
+    assert newer != folder and FeatureSet.load(newer).meta["recipe"] == old + 1
 
 
 # ------------------------------------------------------------------------------- stages

@@ -18,6 +18,12 @@ from ..lm.defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from .company import (DEFAULT_CONTENT_ONLY, DEFAULT_FEATURES, DEFAULT_POOLING, CompanyFeatures,
                       TokenLatents, content_token_mask, pool_latents)
 
+#: the version of the code that turns token latents into company vectors and labels (this
+#: module, features/company.py, features/labels.py): in the cache key of every built feature
+#: set and of `finsae run`'s features stage, so a change there is not served from an old
+#: cache. Bump it with any change to their output.
+FEATURES_RECIPE = 1
+
 #: what `finsae features build` uses unless told otherwise (chosen on 2001-2010, see
 #: experiments/results/search.md)
 DEFAULT_BUILD = dict(model=DEFAULT_MODEL, layer=DEFAULT_LAYER, pooling=DEFAULT_POOLING,
@@ -169,7 +175,8 @@ def build_feature_set(companies: pd.DataFrame, *, model: str = DEFAULT_BUILD["mo
                     sublinear=sublinear, texts=texts_key(texts), baselines=baselines,
                     **({} if tf is None else {"tf": tf}),
                     **({} if top_n is None else {"top_n": top_n}),
-                    **({} if max_tokens == 512 else {"max_tokens": max_tokens}))
+                    **({} if max_tokens == 512 else {"max_tokens": max_tokens}),
+                    recipe=FEATURES_RECIPE)
     folder = features_root() / json_key(settings)
     if folder.exists():
         problem = check_folder(folder)

@@ -125,8 +125,10 @@ def run(config: RunConfig, out: str | Path, *, log=print) -> dict:
                                   **dataclasses.asdict(cfg.features))
         shutil.copytree(built, folder / "features")
 
+    from ..features.build import FEATURES_RECIPE
     s_feat = stage("features", {**dataclasses.asdict(cfg.features),
-                               "max_tokens": cfg.sae.max_tokens}, [s_sae], features)
+                               "max_tokens": cfg.sae.max_tokens, "recipe": FEATURES_RECIPE},
+                   [s_sae], features)
 
     # 3. every method scored on one universe: peer metrics and MeanCorr
     def universe_of(fs):

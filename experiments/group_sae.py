@@ -49,6 +49,8 @@ from finsae.sae.plots import plot_distances  # noqa: E402
 from finsae.sae.train import TRAIN_RECIPE  # noqa: E402
 
 
+#: AMAD(G) of Pythia-160M in the Group-SAE paper (Ghilardi et al. 2025), G = 1..6
+PAPER_AMAD = {1: 0.450, 2: 0.372, 3: 0.314, 4: 0.267, 5: 0.231, 6: 0.179}
 TRANSFER_CHECKPOINTS = 16   # a transfer run saves a checkpoint every 1/16 of its budget
 
 
@@ -202,6 +204,7 @@ def main(argv=None) -> int:
                    title=f"SmolLM2-135M angular distance ({n_dist} tokens, centred)")
     np.savetxt(out / "angular_distance.csv", dist, delimiter=",", fmt="%.5f")
     write_table(out / "amad", [{"G": g, "n_saes": g + 1, "amad": v,
+                                "pythia160m_paper": PAPER_AMAD.get(g, ""),
                                 "groups": grouping.partitions[g]}
                                for g, v in grouping.amad.items()])
     (out / "grouping.json").write_text(json.dumps(grouping.to_dict(), indent=1))

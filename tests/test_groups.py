@@ -301,7 +301,8 @@ def test_groups_cli_shows_measured_results_beside_amad(tmp_path, capsys):
     assert not [line for line in text.splitlines() if line.startswith("  3 ")]
     assert "forward 20.0%" in text
     (res / "methods.csv").unlink()
-    with pytest.raises(SystemExit, match="methods.csv"):
+    from finsae.data.errors import DataError
+    with pytest.raises(DataError, match="methods.csv"):
         _sae_cli().parse_args(base).func(_sae_cli().parse_args(base))
 
 

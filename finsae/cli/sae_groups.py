@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..data.errors import DataError
 from ..lm.defaults import DEFAULT_MODEL
 from ..sae.config import TrainConfig
 from .options import add_dataclass_flags, dataclass_from_args
@@ -144,13 +145,13 @@ def read_group_results(folder) -> dict:
     need = [folder / n for n in ("frontier.csv", "methods.csv")]
     missing = [str(f) for f in need if not f.exists()]
     if missing:
-        raise SystemExit(f"--results {folder}: missing {', '.join(missing)} (a results folder "
+        raise DataError(f"--results {folder}: missing {', '.join(missing)} (a results folder "
                          "of experiments/group_sae.py holds them)")
     front = pd.read_csv(need[0])
     methods = pd.read_csv(need[1])
     base = methods[methods.method == "per_layer"]
     if base.empty:
-        raise SystemExit(f"{need[1]}: no per_layer row")
+        raise DataError(f"{need[1]}: no per_layer row")
     b = base.iloc[0]
     out = {"folder": str(folder), "by_g": front.to_dict("records"),
            "per_layer": {"n_saes": int(b.n_saes), "fvu": float(b.fvu),

@@ -4,7 +4,9 @@
     python experiments/group_sae.py --train-tokens 2000000 --d-sae 9216 --k 64 --device cuda
     python experiments/group_sae.py --plan ...       # what those settings train and cost
 
-Writes tables (CSV + markdown) and plots (PNG) into experiments/results/. Every setting is a
+Writes tables (CSV + markdown), plots (PNG) and a README into --out (runs/group_sae unless
+given; the committed results in experiments/results/group_sae came from the command at the top
+of their README). Every setting is a
 command-line flag (`--help`). Activations are captured once, with hooks on every block
 (`finsae.lm.capture_blocks` on `pack_tokens` chunks), and cached under
 $FINSAE_CACHE/group_sae/<hash of the capture settings>; the capture's measured seconds are
@@ -85,7 +87,9 @@ class Settings:
     transfer_fracs: str = "0.25,0.5,1.0"
     transfer_lr_scale: float = 0.5      # fine-tuning lr = scale x scratch lr (paper: 1e-5/3e-5)
     max_layers: int = 0                 # 0: all layers; N: only the first N (a quick check)
-    out: str = str(ROOT / "experiments" / "results")
+    # where tables, plots and README go (the committed results: experiments/results/group_sae,
+    # written by the command at the top of its README)
+    out: str = str(ROOT / "runs" / "group_sae")
     # more group counts: AMAD and evenly spaced groups at every G listed ("1-8", "2,4"), besides
     # the AMAD-chosen G
     g_values: str = ""

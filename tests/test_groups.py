@@ -300,8 +300,12 @@ def test_groups_cli_shows_measured_results_beside_amad(tmp_path, capsys):
     assert "0.2100" in row2 and "0.2300" in row2 and "25.0%" in row2 and "chosen" in row2
     assert not [line for line in text.splitlines() if line.startswith("  3 ")]
     assert "forward 20.0%" in text
-    (res / "methods.csv").unlink()
     from finsae.data.errors import DataError
+    pd.DataFrame([{"method": "per_layer", "n_saes": 6, "fvu": 0.19}]
+                 ).to_csv(res / "methods.csv", index=False)
+    with pytest.raises(DataError, match="methods.csv: missing column.*ce_loss_score"):
+        _sae_cli().parse_args(base).func(_sae_cli().parse_args(base))
+    (res / "methods.csv").unlink()
     with pytest.raises(DataError, match="methods.csv"):
         _sae_cli().parse_args(base).func(_sae_cli().parse_args(base))
 

@@ -135,6 +135,15 @@ def run_groups(args) -> int:
     return 0
 
 
+def _require_columns(path, frame, columns) -> None:
+    """A results table edited by hand or written by another version: name the file and the
+    missing columns rather than fail later on a KeyError."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (written by "
+                        "experiments/group_sae.py)")
+
+
 def read_group_results(folder) -> dict:
     """The measured side of `finsae sae groups --results`: per G, AMAD's and evenly spaced
     groups' mean FVU, CE-loss score and compute saved (frontier.csv), the per-layer baseline
@@ -149,6 +158,10 @@ def read_group_results(folder) -> dict:
                          "of experiments/group_sae.py holds them)")
     front = pd.read_csv(need[0])
     methods = pd.read_csv(need[1])
+    _require_columns(need[0], front, ("G", "n_saes", "fvu_amad", "fvu_even", "ce_amad",
+                                      "ce_even", "saving_flops_separate_amad",
+                                      "saving_flops_shared"))
+    _require_columns(need[1], methods, ("method", "n_saes", "fvu", "ce_loss_score"))
     base = methods[methods.method == "per_layer"]
     if base.empty:
         raise DataError(f"{need[1]}: no per_layer row")
@@ -166,6 +179,7 @@ def read_group_results(folder) -> dict:
     reach = folder / "transfer_reach.csv"
     if reach.exists():
         r = pd.read_csv(reach)
+        _require_columns(reach, r, ("method", "share_of_scratch_budget_99pct"))
         for m in ("forward", "backward", "scratch"):
             v = r[r.method == m]["share_of_scratch_budget_99pct"]
             if len(v):

@@ -303,11 +303,12 @@ def test_groups_cli_shows_measured_results_beside_amad(tmp_path, capsys):
     from finsae.data.errors import DataError
     pd.DataFrame([{"method": "per_layer", "n_saes": 6, "fvu": 0.19}]
                  ).to_csv(res / "methods.csv", index=False)
-    with pytest.raises(DataError, match="methods.csv: missing column.*ce_loss_score"):
-        _sae_cli().parse_args(base).func(_sae_cli().parse_args(base))
+    args = _sae_cli().parse_args(base)
+    with pytest.raises(DataError, match="methods.csv.*missing column.*ce_loss_score"):
+        args.func(args)
     (res / "methods.csv").unlink()
     with pytest.raises(DataError, match="methods.csv"):
-        _sae_cli().parse_args(base).func(_sae_cli().parse_args(base))
+        args.func(args)
 
 
 def test_transfer_cli(tmp_path, capsys):

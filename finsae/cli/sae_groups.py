@@ -140,8 +140,8 @@ def _require_columns(path, frame, columns) -> None:
     missing columns rather than fail later on a KeyError."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (written by "
-                        "experiments/group_sae.py)")
+        raise DataError(f"missing column(s) {', '.join(missing)} (written by "
+                        "experiments/group_sae.py)", path=path)
 
 
 def read_group_results(folder) -> dict:
